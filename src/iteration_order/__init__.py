@@ -1,0 +1,16 @@
+"""iteration_order: forward, backward and mixed iteration orders for training maps.
+
+Read top-down as the paper: orders over any maps (`iterates`), the SGD maps of a network
+(`sgd_maps`, `optimizer_maps`), then whole trajectories with recorded curves (`run_trajectory`).
+"""
+from .cache import atomic_write_json, config_hash, read_json
+from .data import DATASET_NAMES, DataNotFoundError, Dataset, load_dataset
+from .maps import initial_optimizer_state, initial_state, optimizer_maps, sgd_maps
+from .models import MLP, MODEL_NAMES, build_model
+from .orders import (Backward, Forward, Iteration, Order, Reset, SwitchAt, as_order, iterates,
+                     planned_applications)
+from .schedule import batch_schedule
+from .seeding import generator, seed_everything, set_threads
+from .trajectory import OPTIMIZERS, Runtime, TrajectoryConfig, recorded_steps, run_trajectory
+
+__version__ = "0.1.0"

@@ -1,0 +1,48 @@
+"""Results on disk: keyed by a hash of the full config, written atomically, loaded on a rerun."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["config_hash", "atomic_write_json", "read_json", "DEFAULT_RESULTS"]
+
+# Overridable so tests, notebooks and users on other machines can cache elsewhere.
+DEFAULT_RESULTS = Path(os.environ.get("ITERATION_ORDER_RESULTS", "results"))
+
+
+def config_hash(config: Any, length: int = 16) -> str:
+    """A stable hash of a dataclass (or any JSON-able value): same fields and values, same hash."""
+    payload = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
+    """Write JSON so that ``path`` holds either its old content or the complete new one.
+
+    The text goes to a temporary file in the same folder, is flushed and fsynced, then renamed over
+    ``path`` (rename is atomic on one file system). On any error the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, allow_nan=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as fh:
+        return json.load(fh)

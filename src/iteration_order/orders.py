@@ -1,0 +1,248 @@
+"""Iteration orders over an arbitrary sequence of maps T_1, ..., T_N (no torch needed).
+
+The paper's statements (Theorem 2.2, 2.6, Example 2.4, Sec. 3) hold for any maps, so this module
+knows nothing about networks: a map is any callable ``state -> new state``.
+
+Every order is described by one rule, its *base*: the step r = base(n) < n whose iterate x_r the
+order restarts from when it produces step n, applying the batches r+1..n newest first:
+
+    x_n = T_{r+1} ∘ T_{r+2} ∘ ... ∘ T_n (x_r),     x_0 = the initial state.
+
+=============  =====================  ======================================================
+order          base(n)                meaning
+=============  =====================  ======================================================
+forward        n - 1                  x_n = T_n ∘ ... ∘ T_1 (x_0), one new map per step
+backward       0                      x_n = T_1 ∘ ... ∘ T_n (x_0), restart from x_0 every step
+Reset          last reset step < n    backward from a base point moved at each reset step
+SwitchAt(s)    n-1 if n <= s, else s  forward up to s, then backward from x_s (Fig. 10)
+=============  =====================  ======================================================
+
+Producing x_n from x_r costs n - r map applications, which is the cost model of the book.
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+__all__ = [
+    "Order", "Forward", "Backward", "Reset", "SwitchAt", "as_order", "iterates", "Iteration",
+    "planned_applications", "steps_to_record",
+]
+
+
+class Order:
+    """An iteration order: which earlier iterate step n restarts from."""
+
+    def base(self, n: int) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def spec(self) -> str:
+        """A short string that `as_order` parses back into an equal order."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def __str__(self) -> str:
+        return self.spec()
+
+
+@dataclass(frozen=True)
+class Forward(Order):
+    """The usual order: x_n = T_n(x_{n-1})."""
+
+    def base(self, n: int) -> int:
+        return n - 1
+
+    def spec(self) -> str:
+        return "forward"
+
+
+@dataclass(frozen=True)
+class Backward(Order):
+    """The paper's backward order: x_n = T_1 ∘ ... ∘ T_n (x_0), newest batch applied first."""
+
+    def base(self, n: int) -> int:
+        return 0
+
+    def spec(self) -> str:
+        return "backward"
+
+
+@dataclass(frozen=True)
+class Reset(Order):
+    """Backward composition whose base point moves to this order's own iterate at reset steps.
+
+    For the last reset step r < n (r = 0 if none), x_n = T_{r+1} ∘ ... ∘ T_n (x_r). Give either a
+    period (``every=k``: resets at k, 2k, ...; at most k applications per step) or explicit steps
+    (``at=[1000]``: the paper's "intermittent backward" of Fig. 3 and 13).
+    """
+
+    every: int | None = None
+    at: tuple[int, ...] = field(default=())
+
+    def __post_init__(self):
+        if (self.every is None) == (not self.at):
+            raise ValueError(
+                f"Reset needs exactly one of every=k or at=[steps]; got every={self.every!r}, "
+                f"at={list(self.at)!r}")
+        if self.every is not None and (not isinstance(self.every, int) or self.every < 1):
+            raise ValueError(f"Reset(every={self.every!r}): the period must be an integer >= 1")
+        steps = tuple(sorted(set(self.at)))
+        if any(not isinstance(r, int) or r < 1 for r in steps):
+            raise ValueError(f"Reset(at={list(self.at)!r}): reset steps must be integers >= 1")
+        object.__setattr__(self, "at", steps)
+
+    def base(self, n: int) -> int:
+        if self.every is not None:
+            return ((n - 1) // self.every) * self.every
+        i = bisect.bisect_left(self.at, n)  # resets strictly before n
+        return self.at[i - 1] if i else 0
+
+    def spec(self) -> str:
+        if self.every is not None:
+            return f"reset:every={self.every}"
+        return "reset:at=" + ",".join(map(str, self.at))
+
+
+@dataclass(frozen=True)
+class SwitchAt(Order):
+    """Forward for steps <= ``step``, then backward from the forward iterate x_step (Fig. 10)."""
+
+    step: int
+
+    def __post_init__(self):
+        if not isinstance(self.step, int) or self.step < 0:
+            raise ValueError(f"SwitchAt({self.step!r}): the switch step must be an integer >= 0")
+
+    def base(self, n: int) -> int:
+        return n - 1 if n <= self.step else self.step
+
+    def spec(self) -> str:
+        return f"switch:{self.step}"
+
+
+OrderLike = Union[str, Order]
+_ORDER_FORMS = "'forward', 'backward', 'reset:every=K', 'reset:at=S1,S2,...', 'switch:S'"
+
+
+def as_order(order: OrderLike) -> Order:
+    """Parse an order given as an `Order` or as the string its ``spec()`` returns."""
+    if isinstance(order, Order):
+        return order
+    if not isinstance(order, str):
+        raise TypeError(f"order must be an Order or a string ({_ORDER_FORMS}); got {order!r}")
+    text = order.strip().lower()
+    try:
+        if text == "forward":
+            return Forward()
+        if text == "backward":
+            return Backward()
+        if text.startswith("reset:every="):
+            return Reset(every=int(text.split("=", 1)[1]))
+        if text.startswith("reset:at="):
+            return Reset(at=tuple(int(s) for s in text.split("=", 1)[1].split(",")))
+        if text.startswith("switch:"):
+            return SwitchAt(int(text.split(":", 1)[1]))
+    except ValueError as err:
+        raise ValueError(f"bad order {order!r}: {err}. Allowed forms: {_ORDER_FORMS}") from None
+    raise ValueError(f"unknown order {order!r}. Allowed forms: {_ORDER_FORMS}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Which steps must be computed, and what they cost
+# ------------------------------------------------------------------------------------------------
+
+def steps_to_record(num_maps: int, at: Iterable[int] | None) -> list[int]:
+    """Validate ``at`` against ``num_maps`` and return it sorted and without repeats."""
+    if not isinstance(num_maps, int) or num_maps < 1:
+        raise ValueError(f"need at least one map; got {num_maps!r}")
+    if at is None:
+        return list(range(1, num_maps + 1))
+    steps = sorted(set(at))
+    bad = [n for n in steps if not isinstance(n, int) or not 1 <= n <= num_maps]
+    if bad:
+        raise ValueError(f"requested steps {bad[:5]} are outside 1..{num_maps} (the number of maps)")
+    if not steps:
+        raise ValueError("'at' is empty: request at least one step")
+    return steps
+
+
+def _plan(order: Order, requested: list[int]) -> list[int]:
+    """All steps to compute, in increasing order: the requested ones and the bases they need."""
+    needed = set(requested)
+    frontier = list(requested)
+    while frontier:
+        r = order.base(frontier.pop())
+        if r > 0 and r not in needed:
+            needed.add(r)
+            frontier.append(r)
+    return sorted(needed)
+
+
+def planned_applications(order: OrderLike, num_maps: int, at: Iterable[int] | None = None) -> int:
+    """The number of map applications `iterates` will spend, known before running anything."""
+    order = as_order(order)
+    return sum(n - order.base(n) for n in _plan(order, steps_to_record(num_maps, at)))
+
+
+# ------------------------------------------------------------------------------------------------
+# The engine
+# ------------------------------------------------------------------------------------------------
+
+Map = Callable[[Any], Any]
+
+
+class Iteration:
+    """Iterable over ``(n, x_n)`` for the requested steps; counts the map applications it spends.
+
+    ``applications`` grows as the iteration runs; ``planned`` is the total known in advance.
+    """
+
+    def __init__(self, maps: Sequence[Map], x0: Any, order: OrderLike, at: Iterable[int] | None,
+                 on_application: Callable[[], None] | None):
+        self.maps = maps
+        self.x0 = x0
+        self.order = as_order(order)
+        self.requested = steps_to_record(len(maps), at)
+        self.plan = _plan(self.order, self.requested)
+        self.planned = sum(n - self.order.base(n) for n in self.plan)
+        self.applications = 0
+        self._on_application = on_application
+
+    def _compose(self, first: int, last: int, x: Any) -> Any:
+        """T_first ∘ ... ∘ T_last (x): the newest map is applied first."""
+        for i in range(last, first - 1, -1):
+            x = self.maps[i - 1](x)
+            self.applications += 1
+            if self._on_application is not None:
+                self._on_application()
+        return x
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        wanted = set(self.requested)
+        # A base iterate is kept only until the last step that restarts from it.
+        last_use: dict[int, int] = {}
+        for n in self.plan:
+            last_use[self.order.base(n)] = n
+        kept: dict[int, Any] = {0: self.x0}
+        for n in self.plan:
+            r = self.order.base(n)
+            x_n = self._compose(r + 1, n, kept[r])
+            if last_use.get(r) == n and r != 0:
+                del kept[r]
+            if n in last_use:
+                kept[n] = x_n
+            if n in wanted:
+                yield n, x_n
+
+
+def iterates(maps: Sequence[Map], x0: Any, order: OrderLike, at: Iterable[int] | None = None,
+             on_application: Callable[[], None] | None = None) -> Iteration:
+    """Iterates of ``maps`` from ``x0`` in the given order, as ``(n, x_n)`` for n in ``at``.
+
+    ``maps[i-1]`` is T_i. Maps must be pure: a map returns a new state and never mutates its input,
+    because the backward order applies many maps to the same stored state (x_0 or a base point).
+    ``at`` defaults to every step 1..len(maps); ``on_application`` is called after each map
+    application (for progress bars). The returned `Iteration` reports ``applications`` spent.
+    """
+    return Iteration(maps, x0, order, at, on_application)
