@@ -30,7 +30,7 @@ __all__ = ["TrajectoryConfig", "Runtime", "run_trajectory", "recorded_steps", "r
            "OPTIMIZERS", "result_path"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
-_PROGRESS_MIN_APPLICATIONS = 2000  # below this a run takes seconds: no bar
+_PROGRESS_DELAY_SECONDS = 3  # the bar appears only once a run has lasted this long
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class Runtime:
     data_root: str | None = None           # default: $DATA_ROOT
     download: bool = False                 # let torchvision fetch missing data (needs internet)
     results_dir: Path = field(default=DEFAULT_RESULTS)
-    progress: bool | None = None           # None: a bar only for runs longer than a few seconds
+    progress: bool = True                  # a bar, shown once a run has lasted a few seconds
 
 
 def resolve_device(device: str) -> torch.device:
@@ -210,13 +210,11 @@ def run_trajectory(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> di
 
     steps = recorded_steps(config)
     planned = planned_applications(config.order, len(maps), steps)
-    show = runtime.progress if runtime.progress is not None else (
-        planned >= _PROGRESS_MIN_APPLICATIONS)
     # The bar counts map applications, so its ETA is the cost model's, not a per-step guess.
-    bar = tqdm(total=planned, disable=not show, unit="map", leave=False,
-               desc=f"{config.order} seed {config.seed}")
+    bar = tqdm(total=planned, disable=not runtime.progress, unit="map", leave=False,
+               delay=_PROGRESS_DELAY_SECONDS, desc=f"{config.order} seed {config.seed}")
     run = iterates(maps, state0, config.order, at=steps,
-                   on_application=bar.update if show else None)
+                   on_application=bar.update if runtime.progress else None)
 
     curves = {k: [] for k in ("step", "train_loss", "test_loss", "train_acc", "test_acc",
                               "displacement")}
@@ -249,10 +247,10 @@ def run_trajectory(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> di
         "planned_applications": run.planned,
         "diverged_at": diverged_at,
         "schedule": schedule.tolist(),
-        "from_cache": False,
     }
     atomic_write_json(path, result)
-    return result
+    # Return what a rerun would load, so fresh and cached results are indistinguishable.
+    return {**read_json(path), "from_cache": False}
 
 
 def _chain(state0, run):

@@ -1,0 +1,30 @@
+# Two commands do everything, including set-up on a fresh machine:
+#   make test   - install (once), run the package tests, build the book
+#   make book   - install (once), build the HTML book into _build/html
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# Re-install only when the dependency list changes (the stamp is newer than pyproject.toml).
+STAMP  := $(VENV)/.installed
+export DATA_ROOT ?= $(abspath ../shared/data)
+export MPLBACKEND := Agg
+
+.PHONY: setup test pytest book clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all]'
+	touch $@
+
+pytest: $(STAMP)
+	$(PY) -m pytest
+
+test: pytest book
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
+
+clean:
+	rm -rf _build

@@ -1,0 +1,139 @@
+"""The trajectory runner: determinism, caching, atomic writes, divergence and bad input."""
+import json
+import math
+
+import pytest
+import torch
+
+from iteration_order import (DataNotFoundError, Runtime, TrajectoryConfig, atomic_write_json,
+                             config_hash, read_json, recorded_steps, run_trajectory)
+from iteration_order.trajectory import result_path
+
+SMALL = TrajectoryConfig(dataset="synthetic-cos10", depth=2, width=16, lr=0.02, steps=30,
+                         order="backward", eval_every=5)
+
+
+def runtime(tmp_path, **kw):
+    return Runtime(device="cpu", threads=1, results_dir=tmp_path, **kw)
+
+
+def test_same_config_gives_identical_results(tmp_path):
+    a = run_trajectory(SMALL, runtime(tmp_path / "a"))
+    b = run_trajectory(SMALL, runtime(tmp_path / "b"))
+    assert not a["from_cache"] and not b["from_cache"]
+    for key in ("recorded_steps", "train_loss", "test_loss", "displacement", "schedule"):
+        assert a[key] == b[key]
+    assert a["recorded_steps"] == [0, 5, 10, 15, 20, 25, 30]
+    assert a["applications"] == a["planned_applications"] == sum(range(5, 31, 5))
+    assert a["displacement"][0] == 0.0 and all(d > 0 for d in a["displacement"][1:])
+    assert a["train_acc"][0] is None  # regression: no accuracy
+
+
+def test_rerun_loads_from_cache(tmp_path):
+    first = run_trajectory(SMALL, runtime(tmp_path))
+    path = result_path(SMALL, runtime(tmp_path))
+    assert path.is_file() and path.name.startswith(config_hash(SMALL))
+    second = run_trajectory(SMALL, runtime(tmp_path))
+    assert second["from_cache"]
+    assert {k: v for k, v in second.items() if k != "from_cache"} == \
+        {k: v for k, v in first.items() if k != "from_cache"}
+    other = run_trajectory(SMALL.replace(order="forward"), runtime(tmp_path))
+    assert not other["from_cache"] and len(list(tmp_path.glob("*.json"))) == 2
+    assert other["schedule"] == first["schedule"]  # both orders of one seed see the same batches
+    assert other["train_loss"][0] == first["train_loss"][0]  # ... from the same θ_0
+
+
+def test_atomic_write_survives_a_crash_mid_write(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    atomic_write_json(path, {"old": 1})
+
+    def crash(obj, fh, **kw):
+        fh.write('{"new": [1, 2, ')  # half a document, then the process "dies"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dump", crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_json(path, {"new": [1, 2, 3]})
+    monkeypatch.undo()
+    assert read_json(path) == {"old": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
+
+
+def test_interrupted_run_leaves_no_result_and_resumes(tmp_path, monkeypatch):
+    import iteration_order.trajectory as trajectory
+
+    def crash(path, payload):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trajectory, "atomic_write_json", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_trajectory(SMALL, runtime(tmp_path))
+    assert list(tmp_path.glob("*.json")) == []
+    monkeypatch.undo()
+    assert not run_trajectory(SMALL, runtime(tmp_path))["from_cache"]
+
+
+def test_divergence_is_recorded_not_raised(tmp_path):
+    result = run_trajectory(SMALL.replace(lr=1e4, order="forward", eval_every=1),
+                            runtime(tmp_path))
+    n = result["diverged_at"]
+    assert n is not None and result["recorded_steps"][-1] == n
+    assert not math.isfinite(result["train_loss"][-1])
+
+
+def test_reset_switch_and_other_optimizers_run(tmp_path):
+    for changes in ({"order": "reset:every=7"}, {"order": "switch:12"},
+                    {"optimizer": "momentum", "order": "backward"},
+                    {"optimizer": "adam", "lr": 1e-3, "order": "reset:at=10"}):
+        result = run_trajectory(SMALL.replace(**changes), runtime(tmp_path))
+        assert result["diverged_at"] is None
+        assert result["applications"] == result["planned_applications"]
+
+
+def test_convolutional_model_on_fake_images(tmp_path):
+    config = TrajectoryConfig(dataset="cifar10", fake_data=True, model="resnet18", lr=0.01,
+                              batch_size=2, steps=3, order="backward", eval_train_size=8,
+                              eval_test_size=8)
+    result = run_trajectory(config, runtime(tmp_path))
+    assert result["recorded_steps"] == [0, 1, 2, 3] and "FAKE" in result["data"]
+    assert all(0 <= a <= 1 for a in result["test_acc"])
+
+
+def test_explicit_eval_steps():
+    assert recorded_steps(SMALL.replace(eval_steps=(30, 3, 3))) == [3, 30]
+    assert recorded_steps(SMALL.replace(eval_every=7)) == [7, 14, 21, 28, 30]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"order": "upside-down"}, "unknown order 'upside-down'"),
+    ({"model": "resnet34"}, "unknown model 'resnet34'; allowed: mlp, resnet18, resnet50, vgg19"),
+    ({"dataset": "imagenet"}, "unknown data set 'imagenet'; allowed: synthetic-x2"),
+    ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'; allowed: sgd, momentum, adam"),
+    ({"steps": 0}, "steps must be an integer >= 1; got 0"),
+    ({"steps": -5}, "steps must be an integer >= 1; got -5"),
+    ({"lr": 0.0}, "lr must be a finite number > 0"),
+    ({"eval_steps": (31,)}, r"eval_steps \[31\] lie outside 1..steps=30"),
+])
+def test_bad_configs_are_rejected_with_the_value_and_what_is_allowed(changes, message):
+    with pytest.raises(ValueError, match=message):
+        SMALL.replace(**changes)
+
+
+def test_batch_larger_than_the_data_set_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="batch_size=500 is larger than the data set"):
+        run_trajectory(SMALL.replace(batch_size=500), runtime(tmp_path))
+    assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
+
+
+def test_missing_data_file_writes_nothing(tmp_path):
+    config = TrajectoryConfig(dataset="fashionmnist", steps=2)
+    with pytest.raises(DataNotFoundError, match="FashionMNIST/raw/train-images-idx3-ubyte"):
+        run_trajectory(config, runtime(tmp_path / "results", data_root=str(tmp_path)))
+    assert not (tmp_path / "results").exists()
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        run_trajectory(SMALL, Runtime(device="cuda", results_dir=tmp_path))
