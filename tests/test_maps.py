@@ -146,3 +146,54 @@ def test_bad_learning_rate(tiny_problem):
     model, x, y, schedule = tiny_problem
     with pytest.raises(ValueError, match="learning rate must be > 0"):
         sgd_maps(model, F.mse_loss, x, y, schedule, -0.1)
+
+
+# ------------------------------------------------------------------------------------------------
+# The engine's three paths (pure maps, in-place workspace, grouped vmap) give the same iterates
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("order", ["forward", "backward", "reset:every=4", "switch:3"])
+def test_in_place_path_equals_pure_maps(tiny_problem, order):
+    model, x, y, schedule = tiny_problem
+    schedule = torch.cat([schedule, schedule.flip(0)])  # 12 steps
+    maps = sgd_maps(model, F.mse_loss, x, y, schedule, LR)
+    theta = initial_state(model)
+    fast = dict(iterates(maps, theta, order))
+    pure = dict(iterates(list(maps), theta, order))  # a plain list has no fast path
+    for n in pure:
+        assert_states_equal(fast[n], pure[n], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("order, group_size", [("backward", 5), ("backward", 12),
+                                               ("reset:every=4", 3), ("reset:at=5", 12)])
+def test_grouped_vmap_path_equals_sequential(tiny_problem, order, group_size):
+    model, x, y, schedule = tiny_problem
+    schedule = torch.cat([schedule, schedule.flip(0)])
+    maps = sgd_maps(model, F.mse_loss, x, y, schedule, LR)
+    theta = initial_state(model)
+    sequential = iterates(maps, theta, order)
+    grouped = iterates(maps, theta, order, group_size=group_size)
+    a, b = dict(sequential), dict(grouped)
+    assert a.keys() == b.keys()
+    for n in a:
+        assert_states_equal(a[n], b[n], rtol=1e-10, atol=1e-10)
+    assert grouped.applications == sequential.applications == grouped.planned
+
+
+def test_grouping_needs_maps_that_support_it(tiny_problem):
+    model, x, y, schedule = tiny_problem
+    plain = list(sgd_maps(model, F.mse_loss, x, y, schedule, LR))
+    with pytest.raises(ValueError, match="needs maps with a batched path"):
+        iterates(plain, initial_state(model), "backward", group_size=4)
+    bn = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))
+    maps = sgd_maps(bn.double(), F.mse_loss, x, y, schedule, LR)
+    with pytest.raises(ValueError, match="needs a model without buffers"):
+        list(iterates(maps, initial_state(bn), "backward", group_size=4))
+
+
+def test_two_runs_give_identical_tensors(tiny_problem):
+    model, x, y, schedule = tiny_problem
+    runs = [dict(iterates(sgd_maps(model, F.mse_loss, x, y, schedule, LR), initial_state(model),
+                          "backward")) for _ in range(2)]
+    for n in runs[0]:
+        assert all(torch.equal(runs[0][n][k], runs[1][n][k]) for k in runs[0][n])

@@ -5,10 +5,11 @@ Read top-down as the paper: orders over any maps (`iterates`), the SGD maps of a
 """
 from .cache import atomic_write_json, config_hash, read_json
 from .data import DATASET_NAMES, DataNotFoundError, Dataset, load_dataset
-from .maps import initial_optimizer_state, initial_state, optimizer_maps, sgd_maps
+from .maps import (OptimizerMaps, SGDMaps, initial_optimizer_state, initial_state, optimizer_maps,
+                   sgd_maps, supports_grouping)
 from .models import MLP, MODEL_NAMES, build_model
-from .orders import (Backward, Forward, Iteration, Order, Reset, SwitchAt, as_order, iterates,
-                     planned_applications)
+from .orders import (Backward, Forward, GroupedMaps, InPlaceMaps, Iteration, Order, Reset, SwitchAt,
+                     as_order, iterates, planned_applications)
 from .schedule import batch_schedule
 from .seeding import generator, seed_everything, set_threads
 from .trajectory import OPTIMIZERS, Runtime, TrajectoryConfig, recorded_steps, run_trajectory

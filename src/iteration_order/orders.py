@@ -24,11 +24,11 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Protocol, Union, runtime_checkable
 
 __all__ = [
     "Order", "Forward", "Backward", "Reset", "SwitchAt", "as_order", "iterates", "Iteration",
-    "planned_applications", "steps_to_record",
+    "planned_applications", "steps_to_record", "InPlaceMaps", "GroupedMaps",
 ]
 
 
@@ -192,6 +192,30 @@ def planned_applications(order: OrderLike, num_maps: int, at: Iterable[int] | No
 Map = Callable[[Any], Any]
 
 
+@runtime_checkable
+class InPlaceMaps(Protocol):
+    """Optional fast path a sequence of maps may offer; the engine uses it when present.
+
+    The engine owns the intermediate states of a composition, so it may update them in place:
+    ``load`` copies a (shared, never mutated) state into a private workspace, ``apply_(i, w)``
+    applies T_i to the workspace in place, and ``export`` returns an independent copy. This is the
+    cost profile of a hand-written restart loop (one copy per restart, none per step). The result
+    must equal composing the pure maps ``seq[i - 1]``.
+    """
+
+    def load(self, state: Any) -> Any: ...
+    def apply_(self, i: int, workspace: Any) -> None: ...
+    def export(self, workspace: Any) -> Any: ...
+
+
+@runtime_checkable
+class GroupedMaps(Protocol):
+    """Optional batched path: ``compose_group(r, ns, x_r)`` returns, for each n in ``ns`` (sorted,
+    all > r), T_{r+1} ∘ ... ∘ T_n (x_r), computing the trajectories side by side."""
+
+    def compose_group(self, r: int, ns: list[int], x_r: Any) -> list[Any]: ...
+
+
 class Iteration:
     """Iterable over ``(n, x_n)`` for the requested steps; counts the map applications it spends.
 
@@ -199,7 +223,13 @@ class Iteration:
     """
 
     def __init__(self, maps: Sequence[Map], x0: Any, order: OrderLike, at: Iterable[int] | None,
-                 on_application: Callable[[], None] | None):
+                 on_application: Callable[[int], Any] | None, group_size: int):
+        if not isinstance(group_size, int) or group_size < 0:
+            raise ValueError(f"group_size must be an integer >= 0 (0 = no grouping); "
+                             f"got {group_size!r}")
+        if group_size and not isinstance(maps, GroupedMaps):
+            raise ValueError(f"group_size={group_size} needs maps with a batched path "
+                             f"(compose_group); {type(maps).__name__} has none")
         self.maps = maps
         self.x0 = x0
         self.order = as_order(order)
@@ -207,16 +237,43 @@ class Iteration:
         self.plan = _plan(self.order, self.requested)
         self.planned = sum(n - self.order.base(n) for n in self.plan)
         self.applications = 0
+        self.group_size = group_size
         self._on_application = on_application
+        self._in_place = isinstance(maps, InPlaceMaps)
+
+    def _spent(self, count: int) -> None:
+        self.applications += count
+        if self._on_application is not None:
+            self._on_application(count)
 
     def _compose(self, first: int, last: int, x: Any) -> Any:
         """T_first ∘ ... ∘ T_last (x): the newest map is applied first."""
+        if last < first:
+            return x
+        if self._in_place:
+            workspace = self.maps.load(x)
+            for i in range(last, first - 1, -1):
+                self.maps.apply_(i, workspace)
+                self._spent(1)
+            return self.maps.export(workspace)
         for i in range(last, first - 1, -1):
             x = self.maps[i - 1](x)
-            self.applications += 1
-            if self._on_application is not None:
-                self._on_application()
+            self._spent(1)
         return x
+
+    def _batches(self) -> Iterator[tuple[int, list[int]]]:
+        """The plan cut into runs of steps sharing one base, at most ``group_size`` long."""
+        size = self.group_size or 1
+        run: list[int] = []
+        for n in self.plan:
+            r = self.order.base(n)
+            # A step cannot join a group whose base it is not, nor one that computes its base.
+            if run and (r != self.order.base(run[0]) or len(run) == size or r in run):
+                yield self.order.base(run[0]), run
+                run = []
+            run.append(n)
+        if run:
+            yield self.order.base(run[0]), run
 
     def __iter__(self) -> Iterator[tuple[int, Any]]:
         wanted = set(self.requested)
@@ -225,24 +282,30 @@ class Iteration:
         for n in self.plan:
             last_use[self.order.base(n)] = n
         kept: dict[int, Any] = {0: self.x0}
-        for n in self.plan:
-            r = self.order.base(n)
-            x_n = self._compose(r + 1, n, kept[r])
-            if last_use.get(r) == n and r != 0:
+        for r, group in self._batches():
+            if len(group) > 1:
+                results = self.maps.compose_group(r, group, kept[r])
+                self._spent(sum(n - r for n in group))
+            else:
+                results = [self._compose(r + 1, group[0], kept[r])]
+            if r != 0 and last_use.get(r) <= group[-1]:
                 del kept[r]
-            if n in last_use:
-                kept[n] = x_n
-            if n in wanted:
-                yield n, x_n
+            for n, x_n in zip(group, results):
+                if n in last_use:
+                    kept[n] = x_n
+                if n in wanted:
+                    yield n, x_n
 
 
 def iterates(maps: Sequence[Map], x0: Any, order: OrderLike, at: Iterable[int] | None = None,
-             on_application: Callable[[], None] | None = None) -> Iteration:
+             on_application: Callable[[int], Any] | None = None, group_size: int = 0) -> Iteration:
     """Iterates of ``maps`` from ``x0`` in the given order, as ``(n, x_n)`` for n in ``at``.
 
     ``maps[i-1]`` is T_i. Maps must be pure: a map returns a new state and never mutates its input,
     because the backward order applies many maps to the same stored state (x_0 or a base point).
-    ``at`` defaults to every step 1..len(maps); ``on_application`` is called after each map
-    application (for progress bars). The returned `Iteration` reports ``applications`` spent.
+    ``at`` defaults to every step 1..len(maps); ``on_application(count)`` is called as maps are
+    applied (``tqdm.update`` fits). ``group_size > 0`` computes up to that many steps that share a
+    base side by side, through the maps' ``compose_group`` (the batched GPU engine). The returned
+    `Iteration` reports the ``applications`` spent, which equal ``planned`` whatever the path.
     """
-    return Iteration(maps, x0, order, at, on_application)
+    return Iteration(maps, x0, order, at, on_application, group_size)
