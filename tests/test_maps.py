@@ -152,14 +152,17 @@ def test_bad_learning_rate(tiny_problem):
 # The engine's three paths (pure maps, in-place workspace, grouped vmap) give the same iterates
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("order", ["forward", "backward", "reset:every=4", "switch:3"])
-def test_in_place_path_equals_pure_maps(tiny_problem, order):
+@pytest.mark.parametrize("at", [None, [3, 7, 12], [12]])
+@pytest.mark.parametrize("order", ["forward", "backward", "reset:every=4", "reset:at=2,9",
+                                   "switch:3"])
+def test_in_place_path_equals_pure_maps(tiny_problem, order, at):
     model, x, y, schedule = tiny_problem
     schedule = torch.cat([schedule, schedule.flip(0)])  # 12 steps
     maps = sgd_maps(model, F.mse_loss, x, y, schedule, LR)
     theta = initial_state(model)
-    fast = dict(iterates(maps, theta, order))
-    pure = dict(iterates(list(maps), theta, order))  # a plain list has no fast path
+    fast = dict(iterates(maps, theta, order, at=at))
+    pure = dict(iterates(list(maps), theta, order, at=at))  # a plain list has no fast path
+    assert fast.keys() == pure.keys()
     for n in pure:
         assert_states_equal(fast[n], pure[n], rtol=1e-12, atol=1e-12)
 

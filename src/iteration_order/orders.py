@@ -247,15 +247,7 @@ class Iteration:
             self._on_application(count)
 
     def _compose(self, first: int, last: int, x: Any) -> Any:
-        """T_first ∘ ... ∘ T_last (x): the newest map is applied first."""
-        if last < first:
-            return x
-        if self._in_place:
-            workspace = self.maps.load(x)
-            for i in range(last, first - 1, -1):
-                self.maps.apply_(i, workspace)
-                self._spent(1)
-            return self.maps.export(workspace)
+        """T_first ∘ ... ∘ T_last (x) with the pure maps: the newest map is applied first."""
         for i in range(last, first - 1, -1):
             x = self.maps[i - 1](x)
             self._spent(1)
@@ -282,19 +274,38 @@ class Iteration:
         for n in self.plan:
             last_use[self.order.base(n)] = n
         kept: dict[int, Any] = {0: self.x0}
+        # In-place path: the workspace holds the iterate of step `held`, exported only when it is
+        # yielded or must outlive the workspace; forward runs thus never copy between steps.
+        workspace, held = None, None
+
+        def keep_held_if_needed(after: int) -> None:
+            if held is not None and held not in kept and last_use.get(held, -1) > after:
+                kept[held] = self.maps.export(workspace)
+
         for r, group in self._batches():
+            n = group[0]
             if len(group) > 1:
+                keep_held_if_needed(n - 1)
                 results = self.maps.compose_group(r, group, kept[r])
-                self._spent(sum(n - r for n in group))
+                self._spent(sum(m - r for m in group))
+            elif self._in_place:
+                keep_held_if_needed(n)  # before the workspace moves on from `held`
+                if held != r:
+                    workspace = self.maps.load(kept[r])
+                for i in range(n, r, -1):
+                    self.maps.apply_(i, workspace)
+                    self._spent(1)
+                held = n
+                results = [self.maps.export(workspace) if n in wanted else None]
             else:
-                results = [self._compose(r + 1, group[0], kept[r])]
+                results = [self._compose(r + 1, n, kept[r])]
             if r != 0 and last_use.get(r) <= group[-1]:
-                del kept[r]
-            for n, x_n in zip(group, results):
-                if n in last_use:
-                    kept[n] = x_n
-                if n in wanted:
-                    yield n, x_n
+                kept.pop(r, None)
+            for m, x_m in zip(group, results):
+                if m in last_use and x_m is not None:
+                    kept[m] = x_m
+                if m in wanted:
+                    yield m, x_m
 
 
 def iterates(maps: Sequence[Map], x0: Any, order: OrderLike, at: Iterable[int] | None = None,
