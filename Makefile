@@ -1,6 +1,7 @@
 # Two commands do everything, including set-up on a fresh machine:
 #   make test   - install (once), run the package tests, build the book
 #   make book   - install (once), build the HTML book into _build/html
+#   make bench  - install (once), run the backward-SGD benchmark (results/bench-<device>.*)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export DATA_ROOT ?= $(abspath ../shared/data)
 export MPLBACKEND := Agg
 
-.PHONY: setup test pytest book clean
+.PHONY: setup test pytest book bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +26,10 @@ test: pytest book
 
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
+
+# Backward-SGD speed ratios (hand loop, sequential and batched engines, processes); < 5 min here.
+bench: $(STAMP)
+	$(PY) -m iteration_order.bench
 
 clean:
 	rm -rf _build

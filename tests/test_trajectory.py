@@ -10,7 +10,7 @@ from iteration_order import (DataNotFoundError, Runtime, TrajectoryConfig, atomi
 from iteration_order.trajectory import result_path
 
 SMALL = TrajectoryConfig(dataset="synthetic-cos10", depth=2, width=16, lr=0.02, steps=30,
-                         order="backward", eval_every=5)
+                         order="backward", record="every:5")
 
 
 def runtime(tmp_path, **kw):
@@ -74,7 +74,7 @@ def test_interrupted_run_leaves_no_result_and_resumes(tmp_path, monkeypatch):
 
 
 def test_divergence_is_recorded_not_raised(tmp_path):
-    result = run_trajectory(SMALL.replace(lr=1e4, order="forward", eval_every=1),
+    result = run_trajectory(SMALL.replace(lr=1e4, order="forward"),
                             runtime(tmp_path))
     n = result["diverged_at"]
     assert n is not None and result["recorded_steps"][-1] == n
@@ -99,9 +99,14 @@ def test_convolutional_model_on_fake_images(tmp_path):
     assert all(0 <= a <= 1 for a in result["test_acc"])
 
 
-def test_explicit_eval_steps():
-    assert recorded_steps(SMALL.replace(eval_steps=(30, 3, 3))) == [3, 30]
-    assert recorded_steps(SMALL.replace(eval_every=7)) == [7, 14, 21, 28, 30]
+def test_record_specs():
+    assert recorded_steps(SMALL.replace(record="at:30,3,3")) == [3, 30]
+    assert recorded_steps(SMALL.replace(record="every:7")) == [7, 14, 21, 28, 30]
+    log = recorded_steps(SMALL.replace(record="log:5", steps=1000))
+    assert log == [1, 6, 32, 178, 1000]
+    # the forward order stays per step unless told otherwise
+    assert recorded_steps(SMALL.replace(order="forward")) == list(range(1, 31))
+    assert recorded_steps(SMALL.replace(order="forward", record_forward="every:10")) == [10, 20, 30]
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -112,7 +117,9 @@ def test_explicit_eval_steps():
     ({"steps": 0}, "steps must be an integer >= 1; got 0"),
     ({"steps": -5}, "steps must be an integer >= 1; got -5"),
     ({"lr": 0.0}, "lr must be a finite number > 0"),
-    ({"eval_steps": (31,)}, r"eval_steps \[31\] lie outside 1..steps=30"),
+    ({"record": "at:31"}, r"bad record spec 'at:31': steps \[31\] lie outside 1..steps=30"),
+    ({"record": "every:0"}, r"bad record spec 'every:0'"),
+    ({"record_forward": "sometimes"}, r"unknown record spec 'sometimes'; allowed: 'every:K'"),
 ])
 def test_bad_configs_are_rejected_with_the_value_and_what_is_allowed(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -132,8 +139,55 @@ def test_missing_data_file_writes_nothing(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_engine_choice(tmp_path):
+    from iteration_order.trajectory import prepare
+    cpu = runtime(tmp_path)
+    assert prepare(SMALL, cpu).engine == "sequential"  # auto on a CPU
+    batched = prepare(SMALL, runtime(tmp_path, engine="batched", group_size=4))
+    assert (batched.engine, batched.group_size) == ("batched", 4)
+    with pytest.raises(ValueError, match="engine='batched' needs optimizer='sgd'"):
+        prepare(SMALL.replace(optimizer="adam"), runtime(tmp_path, engine="batched"))
+    with pytest.raises(ValueError, match="unknown engine 'warp'"):
+        runtime(tmp_path, engine="warp")
+
+
+def test_batched_engine_gives_the_sequential_curves(tmp_path):
+    config = SMALL.replace(record="every:3")
+    a = run_trajectory(config, runtime(tmp_path / "a", engine="sequential"))
+    b = run_trajectory(config, runtime(tmp_path / "b", engine="batched", group_size=4))
+    assert b["runtime"]["engine"] == "batched"
+    assert a["recorded_steps"] == b["recorded_steps"]
+    for key in ("train_loss", "test_loss", "displacement"):
+        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6)
+
+
 def test_cuda_request_without_cuda_is_a_clear_error(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="CUDA is not available"):
         run_trajectory(SMALL, Runtime(device="cuda", results_dir=tmp_path))
+
+
+def test_cost_estimate_counts_exactly_and_times_positively(tmp_path):
+    from iteration_order.cost import cost_table, estimate_costs
+    configs = [SMALL.replace(order=o) for o in ("forward", "backward", "reset:every=10")]
+    estimates = estimate_costs(configs, runtime(tmp_path, progress=False))
+    assert [e.applications for e in estimates] == [30, 5 + 10 + 15 + 20 + 25 + 30, 5 + 10 + 5 + 10 + 5 + 10]
+    assert [e.evaluations for e in estimates] == [31, 7, 7]
+    assert all(e.seconds_per_application > 0 and e.seconds > 0 for e in estimates)
+    table = cost_table(estimates, jobs=2)
+    assert "backward" in table and "105" in table and "2 parallel job(s)" in table
+
+
+def test_run_many_in_two_processes_matches_one_process(tmp_path, capsys):
+    from iteration_order.parallel import run_many
+    configs = [SMALL.replace(seed=s, steps=12) for s in (0, 1)]
+    parallel = run_many(configs, runtime(tmp_path / "p"), jobs=2)
+    assert "to run:" in capsys.readouterr().out
+    serial = run_many(configs, runtime(tmp_path / "s"), jobs=1, announce=False)
+    for a, b in zip(parallel, serial):
+        assert a["train_loss"] == b["train_loss"] and a["schedule"] == b["schedule"]
+    again = run_many(configs, runtime(tmp_path / "p"), jobs=2)
+    assert all(r["from_cache"] for r in again)
+    with pytest.raises(ValueError, match="jobs must be an integer >= 1; got 0"):
+        run_many(configs, runtime(tmp_path), jobs=0)

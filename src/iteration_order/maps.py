@@ -80,6 +80,7 @@ class _TrainingMaps(Sequence):
         self.rows = _check(inputs, targets, schedule)
         self.param_names = tuple(name for name, _ in model.named_parameters())
         self._workspace_model: nn.Module | None = None
+        self._workspace_params: list[torch.Tensor] = []
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -102,6 +103,8 @@ class _TrainingMaps(Sequence):
         """A private copy of the model, created once, so the caller's module is never written."""
         if self._workspace_model is None:
             self._workspace_model = copy.deepcopy(self.model).train()
+            # listed once: walking the module tree costs as much as a small model's step
+            self._workspace_params = list(self._workspace_model.parameters())
         return self._workspace_model
 
     def pure_step(self, rows: torch.Tensor, state):  # pragma: no cover - abstract
@@ -138,7 +141,7 @@ class SGDMaps(_TrainingMaps):
         return model
 
     def apply_(self, i: int, model: nn.Module) -> None:
-        params = [p for p in model.parameters()]
+        params = self._workspace_params
         loss = self.batch_loss(model, self.rows[i - 1])
         grads = torch.autograd.grad(loss, params)
         with torch.no_grad():

@@ -1,0 +1,219 @@
+"""Benchmark of backward SGD: ``python -m iteration_order.bench`` (or ``make bench``).
+
+In one process and one session, for two cases (the synthetic MLP 3×300 at batch 1, and the
+FashionMNIST-shaped MLP 5×500 at batch 8 on fake data), it times full backward SGD over N steps
+(N(N+1)/2 map applications) with
+
+* the minimal hand-written PyTorch restart loop (load θ_0, then zero_grad/forward/backward/step),
+* the package's sequential engine (``iterates(sgd_maps(...), θ_0, "backward")``),
+* the package's batched engine (vmap over groups of trajectories),
+
+plus the big-batch training-step throughput (the hardware ceiling), one vs two threads, and two
+seeds in two single-thread processes against the same two seeds one after the other. Only ratios
+measured in the same run are reported: absolute seconds on a shared machine are noise.
+Each timing is the best of ``--repeats`` interleaved repetitions.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import multiprocessing as mp
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .cache import atomic_write_json
+from .orders import iterates
+from .seeding import set_threads
+from .trajectory import Prepared, Runtime, TrajectoryConfig, prepare
+
+__all__ = ["main", "CASES"]
+
+CASES = {
+    "synthetic MLP 3x300, batch 1": TrajectoryConfig(
+        dataset="synthetic-cos10", depth=3, width=300, batch_size=1, lr=0.02, steps=100,
+        order="backward"),
+    "FashionMNIST-shaped MLP 5x500, batch 8": TrajectoryConfig(
+        dataset="fashionmnist", fake_data=True, depth=5, width=500, batch_size=8, lr=0.001,
+        steps=40, order="backward"),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def hand_loop(run: Prepared, last: int | None = None) -> None:
+    """The minimal restart loop a person would write: no engine, no functional calls."""
+    model = copy.deepcopy(run.model).train()
+    theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=run.config.lr)
+    loss_fn = run.maps.loss_fn
+    x, y, rows = run.data.x_train, run.data.y_train, run.maps.rows
+    for n in range(1, (last or len(rows)) + 1):
+        model.load_state_dict(theta0)
+        for i in range(n - 1, -1, -1):
+            optimizer.zero_grad()
+            loss_fn(model(x[rows[i]]), y[rows[i]]).backward()
+            optimizer.step()
+
+
+def engine(run: Prepared, group_size: int = 0, last: int | None = None) -> None:
+    steps = range(1, (last or len(run.maps)) + 1)
+    for _ in iterates(run.maps, run.state0, "backward", at=steps, group_size=group_size):
+        pass
+
+
+def ceiling(run: Prepared, batch: int = 4096, repeats: int = 5) -> float:
+    """Examples per second of plain training steps on one big batch: what the hardware allows."""
+    model = copy.deepcopy(run.model).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=run.config.lr)
+    rows = torch.arange(batch, device=run.device) % run.data.num_train
+    x, y = run.data.x_train[rows], run.data.y_train[rows]
+
+    def step():
+        optimizer.zero_grad()
+        run.maps.loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    step()
+    return batch / min(_timed(step, run.device) for _ in range(repeats))
+
+
+@dataclass
+class CaseResult:
+    name: str
+    applications: int
+    batch: int
+    hand: float
+    sequential: float
+    batched: float
+    group_size: int
+    ceiling_examples_per_s: float
+    sequential_two_threads: float
+
+    def ratios(self) -> dict:
+        achieved = self.applications * self.batch / self.sequential
+        return {
+            "engine / hand loop (speed)": self.hand / self.sequential,
+            "batched / sequential (speed)": self.sequential / self.batched,
+            "batched / hand loop (speed)": self.hand / self.batched,
+            "achieved / ceiling (examples/s)": achieved / self.ceiling_examples_per_s,
+            "two threads / one thread (speed)": self.sequential / self.sequential_two_threads,
+        }
+
+
+def bench_case(name: str, config: TrajectoryConfig, device: str, repeats: int,
+               group_size: int) -> CaseResult:
+    run = prepare(config, Runtime(device=device, threads=1, progress=False))
+    dev = run.device
+    timings = {"hand": [], "sequential": [], "batched": [], "two_threads": []}
+    # warm-up: allocator, autograd and vmap caches
+    hand_loop(run, last=8), engine(run, last=8), engine(run, group_size, last=8)
+    for _ in range(repeats):  # interleaved, so a slow moment hurts every method alike
+        set_threads(1)
+        timings["hand"].append(_timed(lambda: hand_loop(run), dev))
+        timings["sequential"].append(_timed(lambda: engine(run), dev))
+        timings["batched"].append(_timed(lambda: engine(run, group_size), dev))
+        set_threads(2)
+        timings["two_threads"].append(_timed(lambda: engine(run), dev))
+    set_threads(1)
+    best = {k: min(v) for k, v in timings.items()}
+    return CaseResult(name, run.planned, config.batch_size, best["hand"], best["sequential"],
+                      best["batched"], group_size, ceiling(run), best["two_threads"])
+
+
+def _seed_job(config: TrajectoryConfig, device: str, barrier, out) -> None:
+    run = prepare(config, Runtime(device=device, threads=1, progress=False))
+    if barrier is not None:
+        barrier.wait()
+    start = time.time()
+    engine(run)
+    out.put((config.seed, start, time.time()))
+
+
+def bench_processes(config: TrajectoryConfig, device: str) -> dict:
+    """Two seeds in two single-thread processes against the same two seeds in one process."""
+    ctx = mp.get_context("spawn")
+    seeds = [config.replace(seed=s) for s in (0, 1)]
+    queue = ctx.Queue()
+    for c in seeds:  # one process, one after the other (a fresh process, like the parallel ones)
+        p = ctx.Process(target=_seed_job, args=(c, device, None, queue))
+        p.start()
+        p.join()
+    one = [queue.get() for _ in seeds]
+    serial = sum(end - start for _, start, end in one)
+    barrier = ctx.Barrier(len(seeds))
+    procs = [ctx.Process(target=_seed_job, args=(c, device, barrier, queue)) for c in seeds]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    two = [queue.get() for _ in seeds]
+    parallel = max(end for _, _, end in two) - min(start for _, start, _ in two)
+    return {"serial_seconds": serial, "parallel_seconds": parallel,
+            "two processes / one process (throughput)": serial / parallel}
+
+
+def render(results: list[CaseResult], processes: dict, device: str) -> str:
+    lines = [f"Backward SGD benchmark on {device} ({platform.machine()}, torch {torch.__version__});"
+             " speeds as ratios measured in one run.", "",
+             "| case | map applications | " + " | ".join(results[0].ratios()) + " |",
+             "|---|---:|" + "---:|" * len(results[0].ratios())]
+    for r in results:
+        cells = " | ".join(f"{v:.2f}" for v in r.ratios().values())
+        lines.append(f"| {r.name} (group {r.group_size}) | {r.applications} | {cells} |")
+    lines += ["", "Two seeds in two single-thread processes against the same seeds one after the "
+              "other (throughput ratio):", ""]
+    lines += [f"- {name}: {p['two processes / one process (throughput)']:.2f}"
+              for name, p in processes.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m iteration_order.bench",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many (default 3)")
+    parser.add_argument("--group-size", type=int, default=32,
+                        help="trajectories per vmap group for the batched engine (default 32)")
+    parser.add_argument("--out", default="results/bench", help="prefix of the .json/.md output")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.group_size < 2:
+        parser.error("--repeats must be >= 1 and --group-size >= 2")
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
+        "cpu" if args.device == "auto" else args.device)
+
+    results = [bench_case(name, config, device, args.repeats, args.group_size)
+               for name, config in CASES.items()]
+    processes = {name: bench_processes(config, device) for name, config in CASES.items()}
+    table = render(results, processes, device)
+    payload = {"device": device, "machine": platform.machine(), "torch": torch.__version__,
+               "command": "python -m iteration_order.bench " + " ".join(argv or []),
+               "cases": [{**r.__dict__, "ratios": r.ratios()} for r in results],
+               "processes": processes}
+    atomic_write_json(Path(f"{args.out}-{device}.json"), payload)
+    Path(f"{args.out}-{device}.md").write_text(table + "\n")
+    print(table)
+    if device == "cuda":
+        batch8 = results[1].ratios()["batched / hand loop (speed)"]
+        print(f"\nGPU target: batched engine >= 5x the hand loop at batch 8: {batch8:.2f}x "
+              f"({'met' if batch8 >= 5 else 'NOT met'})")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
