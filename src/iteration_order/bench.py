@@ -11,7 +11,8 @@ FashionMNIST-shaped MLP 5×500 at batch 8 on fake data), it times full backward 
 plus the big-batch training-step throughput (the hardware ceiling), one vs two threads, and two
 seeds in two single-thread processes against the same two seeds one after the other. Only ratios
 measured in the same run are reported: absolute seconds on a shared machine are noise.
-Each timing is the best of ``--repeats`` interleaved repetitions.
+Each timing is the best of ``--repeats`` (default 5) interleaved, short repetitions, which is
+much steadier on a shared machine than one long run.
 """
 from __future__ import annotations
 
@@ -35,11 +36,11 @@ __all__ = ["main", "CASES"]
 
 CASES = {
     "synthetic MLP 3x300, batch 1": TrajectoryConfig(
-        dataset="synthetic-cos10", depth=3, width=300, batch_size=1, lr=0.02, steps=100,
+        dataset="synthetic-cos10", depth=3, width=300, batch_size=1, lr=0.02, steps=70,
         order="backward"),
     "FashionMNIST-shaped MLP 5x500, batch 8": TrajectoryConfig(
         dataset="fashionmnist", fake_data=True, depth=5, width=500, batch_size=8, lr=0.001,
-        steps=40, order="backward"),
+        steps=30, order="backward"),
 }
 
 
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m iteration_order.bench",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
-    parser.add_argument("--repeats", type=int, default=3, help="best of this many (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="best of this many (default 5)")
     parser.add_argument("--group-size", type=int, default=32,
                         help="trajectories per vmap group for the batched engine (default 32)")
     parser.add_argument("--out", default="results/bench", help="prefix of the .json/.md output")
