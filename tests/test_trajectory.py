@@ -147,6 +147,8 @@ def test_engine_choice(tmp_path):
     assert (batched.engine, batched.group_size) == ("batched", 4)
     with pytest.raises(ValueError, match="engine='batched' needs optimizer='sgd'"):
         prepare(SMALL.replace(optimizer="adam"), runtime(tmp_path, engine="batched"))
+    forward = prepare(SMALL.replace(order="forward"), runtime(tmp_path, engine="batched"))
+    assert forward.engine == "sequential"  # nothing to batch without restarts
     with pytest.raises(ValueError, match="unknown engine 'warp'"):
         runtime(tmp_path, engine="warp")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .cache import DEFAULT_RESULTS, atomic_write_json, config_hash, read_json
 from .data import DATASET_NAMES, Dataset, load_dataset
@@ -190,18 +190,18 @@ def choose_engine(runtime: Runtime, device: torch.device, config: TrajectoryConf
     """Sequential (in-place restarts) or batched (vmap over trajectories), and the group size.
 
     The batched engine needs plain SGD on a model without buffers (the MLP and VGG-19 here; the
-    ResNets have BatchNorm) and an order with restarts (forward has nothing to batch). ``auto``
-    takes it on CUDA only: on this project's 2-core CPU, vmap over 100–200 trajectories ran at
-    0.4–0.6× the sequential loop.
+    ResNets have BatchNorm). ``auto`` takes it on CUDA only: on this project's 2-core CPU, vmap
+    over 100–200 trajectories ran at 0.4–0.6× the sequential loop. The forward order has no
+    restarts to batch, so it always runs sequentially.
     """
-    eligible = (isinstance(maps, SGDMaps) and supports_grouping(model)
-                and as_order(config.order) != Forward())
+    if as_order(config.order) == Forward():
+        return "sequential", 0
+    eligible = isinstance(maps, SGDMaps) and supports_grouping(model)
     wanted = runtime.engine == "batched" or (runtime.engine == "auto" and device.type == "cuda")
     if runtime.engine == "batched" and not eligible:
         raise ValueError(
-            f"engine='batched' needs optimizer='sgd' (got {config.optimizer!r}), a model without "
-            f"BatchNorm buffers (got {config.model!r}) and an order other than forward (got "
-            f"{config.order!r}); use engine='sequential' or 'auto'")
+            f"engine='batched' needs optimizer='sgd' (got {config.optimizer!r}) and a model "
+            f"without BatchNorm buffers (got {config.model!r}); use engine='sequential' or 'auto'")
     if not (wanted and eligible):
         return "sequential", 0
     if runtime.group_size:

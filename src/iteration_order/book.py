@@ -1,0 +1,209 @@
+"""Execute the book's pages: ``python -m iteration_order.book run --profile cpu [--only PAGE]``.
+
+Each page of ``experiments.yml`` is executed by papermill from its template in ``notebooks/``
+into ``book/<page>.ipynb`` with the profile's parameters, then decorated for the book: a header
+(the paper's claim, the profile, every parameter, every departure from the paper, the wall time)
+and the page's written conclusion for that profile. A page whose executed notebook was made from
+the same template and parameters is skipped; trajectories are cached in ``results/``, so an
+interrupted run resumes. Progress goes to stdout and to ``results/logs/book-<profile>.log``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nbformat
+
+from .experiments import (PROFILES, ROOT, check_registry, default_profile, departures, load_pages,
+                          page, parameters, template_path)
+
+__all__ = ["main", "run_pages", "fingerprint", "BOOK"]
+
+BOOK = ROOT / "book"
+LOGS = ROOT / "results" / "logs"
+HIDE = "remove-cell"  # jupyter-book drops such cells from the page
+
+
+def fingerprint(name: str, profile: str) -> str:
+    """Changes when the template or the page's parameters under this profile change."""
+    payload = template_path(name).read_bytes() + json.dumps(
+        [profile, parameters(name, profile)], sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def _executed_fingerprint(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    return nbformat.read(path, as_version=4).metadata.get("iteration_order", {}).get("fingerprint")
+
+
+def _header(name: str, profile: str, params: dict, wall: float) -> str:
+    entry = page(name)
+    rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in params.items())
+    gaps = departures(name, profile)
+    gap_text = "\n".join(f"- {g}" for g in gaps) if gaps else "- none: these are the paper's settings"
+    return (f"# {entry['title']}\n\n"
+            f"**The paper's claim.** {entry['claim'].strip()}\n\n"
+            f"**Profile:** `{profile}`. Executed in {wall / 60:.1f} min of wall time on "
+            f"{platform.machine()} ({os.cpu_count()} cores) on "
+            f"{datetime.now(timezone.utc):%Y-%m-%d}. Rerun it with "
+            f"`python -m iteration_order.book run --profile {profile} --only {name}`.\n\n"
+            f"**Departures from the paper at this profile:**\n\n{gap_text}\n\n"
+            f"```{{dropdown}} All parameters of this run\n| parameter | value |\n|---|---|\n"
+            f"{rows}\n```\n")
+
+
+def _conclusion(name: str, profile: str) -> str:
+    written = page(name).get("conclusion", {}).get(profile)
+    if written:
+        return f"## What our run shows\n\n{written.strip()}\n"
+    return ("## What our run shows\n\nNo conclusion has been written for this profile yet: the "
+            "figure and the stability table above are the measured result.\n")
+
+
+def _decorate(nb, name: str, profile: str, params: dict, wall: float) -> None:
+    nb.cells = [c for c in nb.cells if "template-only" not in c.metadata.get("tags", [])]
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and HIDE not in tags:
+            cell.metadata["tags"] = tags + [HIDE]  # the header shows the parameters instead
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(_header(name, profile, params, wall)))
+    nb.cells.append(nbformat.v4.new_markdown_cell(_conclusion(name, profile)))
+    nb.metadata["iteration_order"] = {"page": name, "profile": profile,
+                                      "fingerprint": fingerprint(name, profile),
+                                      "parameters": params, "wall_seconds": round(wall, 1)}
+
+
+def _log(message: str, profile: str) -> None:
+    line = f"{datetime.now():%Y-%m-%d %H:%M:%S} {message}"
+    print(line, flush=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with open(LOGS / f"book-{profile}.log", "a") as fh:
+        fh.write(line + "\n")
+
+
+def execute_page(name: str, profile: str, jobs: int, force: bool = False) -> bool:
+    """Execute one page unless it is up to date; return whether it ran."""
+    import papermill
+
+    out = BOOK / f"{name}.ipynb"
+    if not force and _executed_fingerprint(out) == fingerprint(name, profile):
+        _log(f"{name}: up to date at profile {profile}, skipped", profile)
+        return False
+    params = parameters(name, profile)
+    _log(f"{name}: executing at profile {profile} with {jobs} job(s)", profile)
+    tmp = BOOK / f".{name}.running.ipynb"
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(template_path(name)), str(tmp), parameters={**params, "jobs": jobs,
+                                                            "profile": profile},
+            cwd=str(ROOT), kernel_name="python3", progress_bar=False, log_output=True)
+        wall = time.perf_counter() - start
+        nb = nbformat.read(tmp, as_version=4)
+        _decorate(nb, name, profile, params, wall)
+        nbformat.write(nb, tmp)
+        os.replace(tmp, out)  # a page is replaced whole or not at all
+    finally:
+        tmp.unlink(missing_ok=True)
+    _log(f"{name}: done in {wall / 60:.1f} min", profile)
+    return True
+
+
+def run_pages(profile: str, only: list[str] | None = None, jobs: int = 1, force: bool = False,
+              missing_only: bool = False) -> list[str]:
+    """Execute the named pages (default: all) in registry order; return those that ran."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    names = list(load_pages())
+    for name in only or []:
+        page(name)  # unknown names fail before anything runs
+    chosen = [n for n in names if not only or n in only]
+    if missing_only:
+        chosen = [n for n in chosen if not (BOOK / f"{n}.ipynb").is_file()]
+    os.environ.setdefault("ITERATION_ORDER_RESULTS", str(ROOT / "results"))
+    os.environ.setdefault("DATA_ROOT", str((ROOT.parent / "shared" / "data").resolve()))
+    ran, failed = [], []
+    for name in chosen:  # one failing page does not stop the others
+        try:
+            if execute_page(name, profile, jobs, force):
+                ran.append(name)
+        except Exception as err:  # noqa: BLE001 - reported, then raised below
+            _log(f"{name}: FAILED: {type(err).__name__}: {str(err)[-500:]}", profile)
+            failed.append(name)
+    if failed:
+        raise RuntimeError(f"pages failed: {', '.join(failed)} (see results/logs/book-{profile}.log)")
+    return ran
+
+
+PARTS = {"theory": "Contractions in theory",
+         "practice": "Forward and backward in practice (main text, Appendices A–B)"}
+
+
+def write_toc(path: Path = ROOT / "_toc.yml") -> list[str]:
+    """Write the table of contents: the introduction, then every executed page by part.
+
+    Pages of the registry that have not been executed yet are left out (and listed by
+    ``python -m iteration_order.book list``), so the book always builds from what exists.
+    """
+    executed = [n for n in load_pages() if (BOOK / f"{n}.ipynb").is_file()]
+    lines = ["# Generated by `python -m iteration_order.book toc` from experiments.yml and the",
+             "# executed pages in book/: do not edit by hand.", "format: jb-book",
+             "root: book/index"]
+    parts = {key: [n for n in executed if page(n).get("part", "practice") == key] for key in PARTS}
+    if any(parts.values()):
+        lines.append("parts:")
+    for key, names in parts.items():
+        if names:
+            lines += [f'  - caption: "{PARTS[key]}"', "    chapters:"]
+            lines += [f"      - file: book/{n}" for n in names]
+    path.write_text("\n".join(lines) + "\n")
+    return executed
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m iteration_order.book",
+                                     description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute pages into book/")
+    run.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILES)} "
+                     "(default: cpu without CUDA, paper with CUDA)")
+    run.add_argument("--only", nargs="+", metavar="PAGE", help="only these pages")
+    run.add_argument("--jobs", type=int, default=1, help="parallel runs inside a page")
+    run.add_argument("--force", action="store_true", help="execute even if up to date")
+    run.add_argument("--missing", action="store_true",
+                     help="only pages that have no executed notebook in book/ yet")
+    sub.add_parser("list", help="list the pages and their templates")
+    sub.add_parser("check", help="check experiments.yml against the templates")
+    sub.add_parser("toc", help="write _toc.yml from the executed pages")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for name, entry in load_pages().items():
+            state = "executed" if (BOOK / f"{name}.ipynb").is_file() else "not executed"
+            print(f"{name:<28} {entry['template']:<16} {state}")
+    elif args.command == "toc":
+        print(f"_toc.yml lists {len(write_toc())} executed page(s)")
+    elif args.command == "check":
+        problems = check_registry()
+        print("\n".join(problems) or "experiments.yml is consistent with the templates")
+        raise SystemExit(1 if problems else 0)
+    else:
+        if args.jobs < 1:
+            parser.error(f"--jobs must be >= 1; got {args.jobs}")
+        try:
+            run_pages(args.profile or default_profile(), args.only, args.jobs, args.force,
+                      args.missing)
+        except ValueError as err:
+            parser.error(str(err))
+        except RuntimeError as err:
+            raise SystemExit(str(err)) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The experiment behind the figure pages: forward against another order, seed by seed.
+
+A page's notebook builds one frozen `OrdersExperiment` from its parameters cell and calls `run`;
+every (seed, order) pair is one cached trajectory, so pages share runs and resume after an
+interruption.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .orders import as_order
+from .parallel import run_many
+from .stability import stability_row
+from .trajectory import Runtime, TrajectoryConfig
+
+__all__ = ["OrdersExperiment", "stability_table"]
+
+
+@dataclass(frozen=True)
+class OrdersExperiment:
+    dataset: str
+    model: str
+    lr: float
+    batch_size: int
+    steps: int
+    seeds: tuple[int, ...]
+    orders: tuple[str, ...] = ("forward", "backward")  # the first is the reference
+    depth: int = 5
+    width: int = 500
+    optimizer: str = "sgd"
+    fake_data: bool = False
+    record: str = "every:1"
+    record_forward: str = "every:1"
+    eval_train_size: int = 0
+    eval_test_size: int = 0
+    tail: float = 0.25  # the window of the stability statistics: last quarter of training
+
+    def __post_init__(self):
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+        object.__setattr__(self, "orders", tuple(as_order(o).spec() for o in self.orders))
+        if len(self.orders) < 2:
+            raise ValueError(f"an experiment compares at least two orders; got {self.orders}")
+        if not self.seeds:
+            raise ValueError("an experiment needs at least one seed")
+        self.configs()  # validate every field once, here
+
+    def config(self, seed: int, order: str) -> TrajectoryConfig:
+        fields = {f.name for f in dataclasses.fields(TrajectoryConfig)}
+        shared = {k: v for k, v in dataclasses.asdict(self).items() if k in fields}
+        return TrajectoryConfig(**{**shared, "seed": seed, "order": order})
+
+    def configs(self) -> list[TrajectoryConfig]:
+        return [self.config(s, o) for s in self.seeds for o in self.orders]
+
+    def run(self, jobs: int = 1, runtime: Runtime = Runtime()) -> dict[tuple[int, str], dict]:
+        results = run_many(self.configs(), runtime, jobs=jobs)
+        return {(c.seed, c.order): r for c, r in zip(self.configs(), results)}
+
+
+def stability_table(experiment: OrdersExperiment, results: dict) -> pd.DataFrame:
+    """One row per (seed, compared order): tail standard deviations and final values."""
+    reference = experiment.orders[0]
+    rows = []
+    for seed in experiment.seeds:
+        for order in experiment.orders[1:]:
+            row = stability_row(results[(seed, reference)], results[(seed, order)],
+                                experiment.tail)
+            rows.append({"seed": seed, "order": order, **row})
+    return pd.DataFrame(rows).set_index(["seed", "order"])

@@ -1,0 +1,85 @@
+"""The book's page registry and runner (no page is executed here: nbval covers the templates)."""
+import nbformat
+import pytest
+
+from iteration_order import book, experiments
+from iteration_order.experiments import PROFILES, check_registry, load_pages, parameters
+
+
+def test_every_page_uses_only_parameters_its_template_declares():
+    assert check_registry() == []
+
+
+def test_every_page_has_all_three_profiles_and_prose():
+    for name, entry in load_pages().items():
+        assert set(entry["profiles"]) == set(PROFILES), name
+        assert entry["title"] and entry["claim"], name
+
+
+def test_unknown_page_or_profile_fails_with_the_allowed_names():
+    with pytest.raises(ValueError, match="unknown page 'fig99'; pages are: theory, fig04-x2"):
+        parameters("fig99", "cpu")
+    with pytest.raises(ValueError, match="unknown profile 'gpu'; allowed: smoke, cpu, paper"):
+        parameters("fig04-x2", "gpu")
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        book.run_pages("fast")
+    with pytest.raises(ValueError, match="unknown page 'nope'"):
+        book.run_pages("smoke", only=["nope"])
+
+
+def test_cli_rejects_bad_names_before_running_anything(capsys):
+    with pytest.raises(SystemExit):
+        book.main(["run", "--profile", "smoke", "--only", "nope"])
+    assert "unknown page 'nope'" in capsys.readouterr().err
+
+
+def test_departures_list_every_changed_value_and_the_written_notes():
+    lines = experiments.departures("fig02-resnet18", "cpu")
+    assert '`steps` = 200 (paper: 2000)' in lines
+    assert any("subset" in line for line in lines)
+    assert not [l for l in experiments.departures("fig04-x2", "paper") if l.startswith("`")]
+
+
+def test_profiles_merge_common_values():
+    cpu = parameters("fig05-cos10", "cpu")
+    assert cpu["dataset"] == "synthetic-cos10" and cpu["lr"] == 0.02 and cpu["steps"] == 1400
+
+
+def test_fingerprint_tracks_parameters_and_profile():
+    assert book.fingerprint("fig04-x2", "cpu") != book.fingerprint("fig04-x2", "smoke")
+    assert book.fingerprint("fig04-x2", "cpu") == book.fingerprint("fig04-x2", "cpu")
+    assert book.fingerprint("fig04-x2", "cpu") != book.fingerprint("fig05-cos10", "cpu")
+
+
+def test_up_to_date_pages_are_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(book, "BOOK", tmp_path)
+    monkeypatch.setattr(book, "LOGS", tmp_path / "logs")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["iteration_order"] = {"fingerprint": book.fingerprint("theory", "smoke")}
+    nbformat.write(nb, tmp_path / "theory.ipynb")
+    assert book.execute_page("theory", "smoke", jobs=1) is False
+    assert "up to date" in (tmp_path / "logs" / "book-smoke.log").read_text()
+
+
+def test_decoration_adds_header_and_conclusion_and_hides_parameters():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Template"), nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("x = 2"), nbformat.v4.new_code_cell("print(x)")]
+    nb.cells[0].metadata["tags"] = ["template-only"]
+    nb.cells[1].metadata["tags"] = ["parameters"]
+    nb.cells[2].metadata["tags"] = ["injected-parameters"]
+    book._decorate(nb, "fig04-x2", "cpu", parameters("fig04-x2", "cpu"), wall=90.0)
+    assert nb.cells[0].source.startswith("# Figure 4") and "Profile:** `cpu`" in nb.cells[0].source
+    assert "The paper's claim" in nb.cells[0].source and "1.5 min" in nb.cells[0].source
+    assert all("remove-cell" in c.metadata["tags"] for c in nb.cells[1:3])
+    assert nb.cells[-1].source.startswith("## What our run shows")
+    assert nb.metadata["iteration_order"]["fingerprint"] == book.fingerprint("fig04-x2", "cpu")
+
+
+def test_toc_lists_only_executed_pages(tmp_path, monkeypatch):
+    monkeypatch.setattr(book, "BOOK", tmp_path)
+    (tmp_path / "fig05-cos10.ipynb").write_text("{}")
+    toc = tmp_path / "_toc.yml"
+    assert book.write_toc(toc) == ["fig05-cos10"]
+    text = toc.read_text()
+    assert "book/fig05-cos10" in text and "book/fig04-x2" not in text and "root: book/index" in text
