@@ -55,10 +55,15 @@ def test_up_to_date_pages_are_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(book, "BOOK", tmp_path)
     monkeypatch.setattr(book, "LOGS", tmp_path / "logs")
     nb = nbformat.v4.new_notebook()
-    nb.metadata["iteration_order"] = {"fingerprint": book.fingerprint("theory", "smoke")}
+    nb.cells = [nbformat.v4.new_code_cell("print(1)")]
+    book._decorate(nb, "theory", "smoke", parameters("theory", "smoke"), wall=6.0, day="2026-01-01")
+    nb.cells[-1].source = "## What our run shows\n\nan outdated conclusion"
     nbformat.write(nb, tmp_path / "theory.ipynb")
     assert book.execute_page("theory", "smoke", jobs=1) is False
     assert "up to date" in (tmp_path / "logs" / "book-smoke.log").read_text()
+    refreshed = nbformat.read(tmp_path / "theory.ipynb", as_version=4)
+    assert "outdated" not in refreshed.cells[-1].source  # the prose follows experiments.yml
+    assert "2026-01-01" in refreshed.cells[0].source and len(refreshed.cells) == 3
 
 
 def test_decoration_adds_header_and_conclusion_and_hides_parameters():
@@ -69,6 +74,8 @@ def test_decoration_adds_header_and_conclusion_and_hides_parameters():
     nb.cells[1].metadata["tags"] = ["parameters"]
     nb.cells[2].metadata["tags"] = ["injected-parameters"]
     book._decorate(nb, "fig04-x2", "cpu", parameters("fig04-x2", "cpu"), wall=90.0)
+    book._decorate(nb, "fig04-x2", "cpu", parameters("fig04-x2", "cpu"), wall=90.0)  # idempotent
+    assert len(nb.cells) == 5
     assert nb.cells[0].source.startswith("# Figure 4") and "Profile:** `cpu`" in nb.cells[0].source
     assert "The paper's claim" in nb.cells[0].source and "1.5 min" in nb.cells[0].source
     assert all("remove-cell" in c.metadata["tags"] for c in nb.cells[1:3])

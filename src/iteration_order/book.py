@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import platform
 import time
@@ -43,7 +44,7 @@ def _executed_fingerprint(path: Path) -> str | None:
     return nbformat.read(path, as_version=4).metadata.get("iteration_order", {}).get("fingerprint")
 
 
-def _header(name: str, profile: str, params: dict, wall: float) -> str:
+def _header(name: str, profile: str, params: dict, wall: float, day: str) -> str:
     entry = page(name)
     rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in params.items())
     gaps = departures(name, profile)
@@ -51,8 +52,7 @@ def _header(name: str, profile: str, params: dict, wall: float) -> str:
     return (f"# {entry['title']}\n\n"
             f"**The paper's claim.** {entry['claim'].strip()}\n\n"
             f"**Profile:** `{profile}`. Executed in {wall / 60:.1f} min of wall time on "
-            f"{platform.machine()} ({os.cpu_count()} cores) on "
-            f"{datetime.now(timezone.utc):%Y-%m-%d}. Rerun it with "
+            f"{platform.machine()} ({os.cpu_count()} cores) on {day}. Rerun it with "
             f"`python -m iteration_order.book run --profile {profile} --only {name}`.\n\n"
             f"**Departures from the paper at this profile:**\n\n{gap_text}\n\n"
             f"```{{dropdown}} All parameters of this run\n| parameter | value |\n|---|---|\n"
@@ -67,17 +67,47 @@ def _conclusion(name: str, profile: str) -> str:
             "figure and the stability table above are the measured result.\n")
 
 
-def _decorate(nb, name: str, profile: str, params: dict, wall: float) -> None:
-    nb.cells = [c for c in nb.cells if "template-only" not in c.metadata.get("tags", [])]
+def _tagged_markdown(text: str, tag: str):
+    cell = nbformat.v4.new_markdown_cell(text)
+    cell.metadata["tags"] = [tag]
+    return cell
+
+
+def _decorate(nb, name: str, profile: str, params: dict, wall: float, day: str | None = None):
+    """Add (or replace) the page header and conclusion; hide the parameter cells."""
+    day = day or f"{datetime.now(timezone.utc):%Y-%m-%d}"
+    drop = {"template-only", "page-header", "page-conclusion"}
+
+    def added_earlier(cell) -> bool:  # also recognises cells from before the tags existed
+        return cell.cell_type == "markdown" and (
+            "**The paper's claim.**" in cell.source
+            or cell.source.startswith("## What our run shows"))
+
+    nb.cells = [c for c in nb.cells
+                if not (drop & set(c.metadata.get("tags", [])) or added_earlier(c))]
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
         if {"parameters", "injected-parameters"} & set(tags) and HIDE not in tags:
             cell.metadata["tags"] = tags + [HIDE]  # the header shows the parameters instead
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell(_header(name, profile, params, wall)))
-    nb.cells.append(nbformat.v4.new_markdown_cell(_conclusion(name, profile)))
+    nb.cells.insert(0, _tagged_markdown(_header(name, profile, params, wall, day), "page-header"))
+    nb.cells.append(_tagged_markdown(_conclusion(name, profile), "page-conclusion"))
     nb.metadata["iteration_order"] = {"page": name, "profile": profile,
                                       "fingerprint": fingerprint(name, profile),
-                                      "parameters": params, "wall_seconds": round(wall, 1)}
+                                      "parameters": params, "wall_seconds": round(wall, 1),
+                                      "executed_on": day}
+
+
+def _refresh_prose(path: Path, name: str, profile: str) -> None:
+    """Re-apply header and conclusion to an up-to-date page (the prose may have changed)."""
+    nb = nbformat.read(path, as_version=4)
+    meta = nb.metadata["iteration_order"]
+    before = nbformat.writes(nb)
+    _decorate(nb, name, profile, parameters(name, profile), meta["wall_seconds"],
+              meta.get("executed_on"))
+    if nbformat.writes(nb) != before:
+        tmp = path.with_name(f".{path.name}.prose")
+        nbformat.write(nb, tmp)
+        os.replace(tmp, path)
 
 
 def _log(message: str, profile: str) -> None:
@@ -94,7 +124,8 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False) -> boo
 
     out = BOOK / f"{name}.ipynb"
     if not force and _executed_fingerprint(out) == fingerprint(name, profile):
-        _log(f"{name}: up to date at profile {profile}, skipped", profile)
+        _refresh_prose(out, name, profile)
+        _log(f"{name}: up to date at profile {profile}, skipped (prose refreshed)", profile)
         return False
     params = parameters(name, profile)
     _log(f"{name}: executing at profile {profile} with {jobs} job(s)", profile)
@@ -142,6 +173,14 @@ def run_pages(profile: str, only: list[str] | None = None, jobs: int = 1, force:
     return ran
 
 
+def write_figures() -> None:
+    """The book's own figures that are not the output of a page (the introduction's diagram)."""
+    from .plots import order_diagram
+    (BOOK / "figures").mkdir(exist_ok=True)
+    order_diagram().savefig(BOOK / "figures" / "orders.png", dpi=130,
+                            metadata={"Software": None})
+
+
 PARTS = {"theory": "Contractions in theory",
          "practice": "Forward and backward in practice (main text, Appendices A–B)"}
 
@@ -181,14 +220,18 @@ def main(argv: list[str] | None = None) -> None:
                      help="only pages that have no executed notebook in book/ yet")
     sub.add_parser("list", help="list the pages and their templates")
     sub.add_parser("check", help="check experiments.yml against the templates")
-    sub.add_parser("toc", help="write _toc.yml from the executed pages")
+    sub.add_parser("toc", help="write _toc.yml from the executed pages, and the book's own figures")
     args = parser.parse_args(argv)
+    # papermill logs each cell's output (cost tables, finished runs) at INFO: show them
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("traitlets").setLevel(logging.ERROR)
     if args.command == "list":
         for name, entry in load_pages().items():
             state = "executed" if (BOOK / f"{name}.ipynb").is_file() else "not executed"
             print(f"{name:<28} {entry['template']:<16} {state}")
     elif args.command == "toc":
         print(f"_toc.yml lists {len(write_toc())} executed page(s)")
+        write_figures()
     elif args.command == "check":
         problems = check_registry()
         print("\n".join(problems) or "experiments.yml is consistent with the templates")

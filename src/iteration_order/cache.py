@@ -36,6 +36,7 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
             json.dump(payload, fh, allow_nan=True)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

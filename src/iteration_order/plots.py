@@ -6,7 +6,7 @@ import seaborn as sns
 
 from .orders import Reset, SwitchAt, as_order
 
-__all__ = ["plot_curves", "order_label", "ORDER_COLOURS"]
+__all__ = ["plot_curves", "order_label", "ORDER_COLOURS", "order_diagram"]
 
 _PALETTE = sns.color_palette("colorblind")
 ORDER_COLOURS = {"forward": _PALETTE[0], "backward": _PALETTE[1], "reset": _PALETTE[2],
@@ -63,4 +63,40 @@ def plot_curves(results: dict, seeds, orders, log_loss: bool = True):
     fig.legend(handles, labels, loc="upper center", ncol=len(orders), frameon=False,
                bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig
+
+
+def order_diagram(steps: int = 4):
+    """Our figure for forward against backward iteration: which maps produce θ_n, and what is new.
+
+    Each row is one step n; boxes are map applications in the order they happen, labelled by the
+    batch they use. Forward keeps its state, so only T_n is new work; backward restarts from θ_0
+    and applies T_n, ..., T_1 again, so step n costs n applications.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.9 + 0.55 * steps), sharey=True)
+    for ax, order in zip(axes, ("forward", "backward")):
+        for n in range(1, steps + 1):
+            y = steps - n
+            batches = list(range(1, n + 1)) if order == "forward" else list(range(n, 0, -1))
+            ax.text(-0.35, y, r"$\theta_0$", ha="right", va="center", fontsize=10)
+            for x, b in enumerate(batches):
+                new = order == "backward" or b == n
+                face = ORDER_COLOURS[order] if new else "white"
+                ax.add_patch(plt.Rectangle((x, y - 0.3), 0.85, 0.6, facecolor=face,
+                                           edgecolor="grey" if not new else face, alpha=0.9))
+                ax.text(x + 0.425, y, f"$T_{b}$", ha="center", va="center", fontsize=9,
+                        color="black" if not new else "white")
+            ax.text(len(batches) + 0.1, y, rf"$\to \theta_{n}$" + ("" if order == "forward"
+                    else r"$^B$"), va="center", fontsize=10)
+            ax.text(steps + 1.3, y, f"{n if order == 'backward' else 1} new", va="center",
+                    fontsize=8, color="grey")
+        ax.set_xlim(-1.2, steps + 2.4)
+        ax.set_ylim(-0.7, steps - 0.3)
+        ax.axis("off")
+        ax.set_title(f"{order}: " + ("keep the state, apply the new map"
+                                     if order == "forward" else
+                                     "restart from $\\theta_0$, newest map first"), fontsize=10)
+    fig.text(0.5, 0.01, "boxes: map applications left to right; white boxes were computed at "
+             "an earlier step and are not repeated", ha="center", fontsize=8, color="grey")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
