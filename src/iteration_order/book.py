@@ -31,9 +31,17 @@ LOGS = ROOT / "results" / "logs"
 HIDE = "remove-cell"  # jupyter-book drops such cells from the page
 
 
+def _package_source() -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py")))
+
+
 def fingerprint(name: str, profile: str) -> str:
-    """Changes when the template or the page's parameters under this profile change."""
-    payload = template_path(name).read_bytes() + json.dumps(
+    """Changes when the template, the package's code or the page's parameters change.
+
+    Re-executing a page whose trajectories are cached only re-evaluates the cells (seconds), so
+    any change of the code that draws or summarises results refreshes every page.
+    """
+    payload = template_path(name).read_bytes() + _package_source() + json.dumps(
         [profile, parameters(name, profile)], sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
 
@@ -222,9 +230,6 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("check", help="check experiments.yml against the templates")
     sub.add_parser("toc", help="write _toc.yml from the executed pages, and the book's own figures")
     args = parser.parse_args(argv)
-    # papermill logs each cell's output (cost tables, finished runs) at INFO: show them
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("traitlets").setLevel(logging.ERROR)
     if args.command == "list":
         for name, entry in load_pages().items():
             state = "executed" if (BOOK / f"{name}.ipynb").is_file() else "not executed"
@@ -239,6 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if args.jobs < 1:
             parser.error(f"--jobs must be >= 1; got {args.jobs}")
+        # papermill logs each cell's output (cost tables, finished runs) at INFO: show them
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        logging.getLogger("traitlets").setLevel(logging.ERROR)
         try:
             run_pages(args.profile or default_profile(), args.only, args.jobs, args.force,
                       args.missing)

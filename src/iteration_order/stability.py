@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-__all__ = ["tail_std", "total_variation", "common_tail", "stability_row"]
+__all__ = ["tail_std", "tail_median", "total_variation", "common_tail", "stability_row"]
 
 
 def common_tail(a: dict, b: dict, tail: float) -> list[int]:
@@ -34,6 +34,12 @@ def tail_std(result: dict, key: str, steps: list[int]) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
 
+def tail_median(result: dict, key: str, steps: list[int]) -> float:
+    """The typical level of a curve over the given steps, robust to its spikes."""
+    values = _values(result, key, steps)
+    return float(np.median(values)) if len(values) else math.nan
+
+
 def total_variation(result: dict, key: str, steps: list[int]) -> float:
     """Sum of absolute changes between consecutive given steps, per step of training covered."""
     values = _values(result, key, steps)
@@ -43,7 +49,8 @@ def total_variation(result: dict, key: str, steps: list[int]) -> float:
 
 
 def stability_row(forward: dict, other: dict, tail: float = 0.25) -> dict:
-    """The per-seed comparison printed under each figure."""
+    """The per-seed comparison printed under each figure: fluctuation (standard deviation) and
+    typical level (median) of the curves in the tail window, for forward and the other order."""
     steps = common_tail(forward, other, tail)
     row = {"tail steps": len(steps)}
     for key in ("train_loss", "test_loss"):
@@ -52,7 +59,8 @@ def stability_row(forward: dict, other: dict, tail: float = 0.25) -> dict:
         row[f"{key} std other"] = o
         row[f"{key} std ratio"] = o / f if f > 0 else math.nan
     for name, result in (("fwd", forward), ("other", other)):
-        row[f"final train_loss {name}"] = result["train_loss"][-1]
+        row[f"train_loss median {name}"] = tail_median(result, "train_loss", steps)
+    for name, result in (("fwd", forward), ("other", other)):
         if result["test_acc"][-1] is not None:
-            row[f"final test_acc {name}"] = result["test_acc"][-1]
+            row[f"test_acc median {name}"] = tail_median(result, "test_acc", steps)
     return row
