@@ -151,3 +151,13 @@ def test_schedule_draws_each_epoch_without_replacement():
 def test_bad_schedules(args, message):
     with pytest.raises(ValueError, match=message):
         batch_schedule(*args, generator(0, "schedule"))
+
+
+def test_he_initialisation_of_the_mlp():
+    mlp = build_model("mlp", (1, 28, 28), 10, seed=0, depth=5, width=500, init="he")
+    hidden = mlp[3]  # second linear layer: 500 -> 500
+    with torch.no_grad():
+        assert abs(float(hidden.weight.std()) - (2 / 500) ** 0.5) < 0.002
+        assert float(hidden.bias.abs().max()) == 0.0
+    with pytest.raises(ValueError, match="unknown init 'glorot'"):
+        build_model("mlp", (1,), 1, seed=0, init="glorot")

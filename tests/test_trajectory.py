@@ -32,7 +32,7 @@ def test_same_config_gives_identical_results(tmp_path):
 def test_rerun_loads_from_cache(tmp_path):
     first = run_trajectory(SMALL, runtime(tmp_path))
     path = result_path(SMALL, runtime(tmp_path))
-    assert path.is_file() and path.name.startswith(config_hash(SMALL))
+    assert path.is_file() and path.name.startswith(config_hash(SMALL.identity()))
     second = run_trajectory(SMALL, runtime(tmp_path))
     assert second["from_cache"]
     assert {k: v for k, v in second.items() if k != "from_cache"} == \
@@ -193,3 +193,11 @@ def test_run_many_in_two_processes_matches_one_process(tmp_path, capsys):
     assert all(r["from_cache"] for r in again)
     with pytest.raises(ValueError, match="jobs must be an integer >= 1; got 0"):
         run_many(configs, runtime(tmp_path), jobs=0)
+
+
+def test_fields_added_later_keep_old_cache_names_at_their_default():
+    assert "init" not in SMALL.identity()
+    assert SMALL.replace(init="he").identity()["init"] == "he"
+    assert config_hash(SMALL.identity()) != config_hash(SMALL.replace(init="he").identity())
+    with pytest.raises(ValueError, match="unknown init 'xavier'; allowed: torch, he"):
+        SMALL.replace(init="xavier")

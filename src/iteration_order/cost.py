@@ -74,7 +74,7 @@ def _warm_up(run: Prepared) -> tuple[float, float]:
 def _shape_key(config: TrajectoryConfig) -> tuple:
     """Configs with equal keys cost the same per map application."""
     return (config.dataset, config.fake_data, config.model, config.depth, config.width,
-            config.optimizer, config.batch_size)
+            config.optimizer, config.batch_size, config.eval_train_size, config.eval_test_size)
 
 
 def estimate_costs(configs: Iterable[TrajectoryConfig], runtime: Runtime = Runtime()

@@ -8,7 +8,11 @@ Adaptations to 32×32 CIFAR images (the torchvision models are ImageNet-shaped):
   so the 7×7 adaptive pool and the 25088→4096→4096 classifier with dropout become a 1×1 pool and
   one linear layer 512→classes. Dropout is dropped because the paper trains without regularisation.
 
-The MLP uses ReLU: the paper gives depth × width ("5 layers of 500 neurons") but not the activation.
+The MLP uses ReLU: the paper gives depth × width ("5 layers of 500 neurons") but not the activation
+nor the initialisation. ``init="torch"`` keeps PyTorch's layer default (uniform, variance
+1/(3·fan_in)); ``init="he"`` draws weights from N(0, 2/fan_in) with zero biases, which keeps the
+activation variance of a deep ReLU stack. With PyTorch's default a 5×500 MLP barely leaves chance
+level in 2,000 SGD steps at h = 0.001 on FashionMNIST, so the FashionMNIST pages use ``he``.
 """
 from __future__ import annotations
 
@@ -61,22 +65,37 @@ def _cifar_vgg19(num_classes: int) -> nn.Module:
 
 
 MODEL_NAMES = ("mlp", "resnet18", "resnet50", "vgg19")
+INITS = ("torch", "he")
+
+
+def _he_init(model: nn.Module) -> None:
+    for layer in model.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int, seed: int,
-                depth: int = 5, width: int = 500) -> nn.Module:
+                depth: int = 5, width: int = 500, init: str = "torch") -> nn.Module:
     """Build one of `MODEL_NAMES` with initial weights drawn from the seed's "init" stream.
 
-    ``depth`` and ``width`` apply to the MLP only. Convolutional models need 3-channel images.
+    ``depth``, ``width`` and ``init`` apply to the MLP only (the convolutional models keep
+    torchvision's initialisation, already He-normal for their convolutions); they need 3-channel
+    images.
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_NAMES)}")
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
     if name != "mlp" and (len(input_shape) != 3 or input_shape[0] != 3):
         raise ValueError(f"model {name!r} needs 3-channel images [3, H, W]; the data set has "
                          f"inputs of shape {list(input_shape)}")
     with seeded(seed, "init"):
         if name == "mlp":
-            return MLP(depth, width, math.prod(input_shape), num_outputs)
+            mlp = MLP(depth, width, math.prod(input_shape), num_outputs)
+            if init == "he":
+                _he_init(mlp)
+            return mlp
         if name == "resnet18":
             return _cifar_resnet(tv.resnet18, num_outputs)
         if name == "resnet50":

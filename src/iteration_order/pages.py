@@ -30,6 +30,7 @@ class OrdersExperiment:
     orders: tuple[str, ...] = ("forward", "backward")  # the first is the reference
     depth: int = 5
     width: int = 500
+    init: str = "torch"
     optimizer: str = "sgd"
     fake_data: bool = False
     record: str = "every:1"

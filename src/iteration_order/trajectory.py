@@ -22,7 +22,7 @@ from .data import DATASET_NAMES, Dataset, load_dataset
 from .evaluation import Evaluator, loss_function
 from .maps import (SGDMaps, initial_optimizer_state, initial_state, optimizer_maps, sgd_maps,
                    supports_grouping)
-from .models import MODEL_NAMES, build_model
+from .models import INITS, MODEL_NAMES, build_model
 from .orders import Forward, as_order, iterates, planned_applications
 from .schedule import batch_schedule
 from .seeding import generator, seed_everything
@@ -37,6 +37,7 @@ _RECORD_FORMS = "'every:K', 'log:M' (M log-spaced steps) or 'at:S1,S2,...'"
 _PROGRESS_DELAY_SECONDS = 3  # the bar appears only once a run has lasted this long
 _GROUP_MEMORY_FRACTION = 0.25  # share of free GPU memory the batched engine's copies may take
 _MAX_GROUP = 256
+_ADDED_LATER = {"init": "torch"}  # field -> its default, which must never change
 
 
 def parse_record(spec: str, steps: int) -> list[int]:
@@ -72,6 +73,7 @@ class TrajectoryConfig:
     model: str = "mlp"             # see models.MODEL_NAMES
     depth: int = 3                 # MLP hidden layers
     width: int = 300               # MLP hidden units per layer
+    init: str = "torch"            # MLP initialisation: torch (PyTorch default) | he
     optimizer: str = "sgd"         # sgd | momentum (heavy ball) | adam
     lr: float = 0.05
     momentum: float = 0.9          # used by optimizer="momentum" only
@@ -88,6 +90,8 @@ class TrajectoryConfig:
         if self.dataset not in DATASET_NAMES[:-1] and not self.dataset.startswith("npz:"):
             raise ValueError(f"unknown data set {self.dataset!r}; allowed: "
                              f"{', '.join(DATASET_NAMES)}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; allowed: {', '.join(INITS)}")
         if self.model not in MODEL_NAMES:
             raise ValueError(f"unknown model {self.model!r}; allowed: {', '.join(MODEL_NAMES)}")
         if self.optimizer not in OPTIMIZERS:
@@ -109,6 +113,14 @@ class TrajectoryConfig:
 
     def replace(self, **changes) -> "TrajectoryConfig":
         return dataclasses.replace(self, **changes)
+
+    def identity(self) -> dict:
+        """The fields that name a result in the cache. A field added after results were first
+        cached counts only when it differs from its default, so earlier results keep their names
+        (and the default is never changed, which would silently re-label them)."""
+        fields = dataclasses.asdict(self)
+        return {k: v for k, v in fields.items()
+                if not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
 
 
 @dataclass(frozen=True)
@@ -147,7 +159,7 @@ def recorded_steps(config: TrajectoryConfig) -> list[int]:
 
 def result_path(config: TrajectoryConfig, runtime: Runtime) -> Path:
     device = resolve_device(runtime.device).type
-    return Path(runtime.results_dir) / f"{config_hash(config)}-{device}.json"
+    return Path(runtime.results_dir) / f"{config_hash(config.identity())}-{device}.json"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -220,7 +232,7 @@ def prepare(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> Prepared:
     data = load_dataset(config.dataset, runtime.data_root, device, runtime.download,
                         config.fake_data, config.seed)
     model = build_model(config.model, data.input_shape, data.num_outputs, config.seed,
-                        config.depth, config.width).to(device)
+                        config.depth, config.width, config.init).to(device)
     schedule = batch_schedule(data.num_train, config.batch_size, config.steps,
                               generator(config.seed, "schedule"))
     maps, state0 = _maps_and_state(config, model, data, schedule)
