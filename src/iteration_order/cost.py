@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .orders import Forward, as_order, planned_applications
@@ -18,7 +19,7 @@ from .trajectory import Prepared, Runtime, TrajectoryConfig, prepare, recorded_s
 
 __all__ = ["CostEstimate", "estimate_costs", "cost_table", "format_seconds"]
 
-_WARMUP, _TIMED = 2, 6
+_WARMUP, _TIMED = 2, 9
 
 
 @dataclass(frozen=True)
@@ -57,17 +58,15 @@ def _warm_up(run: Prepared) -> tuple[float, float]:
                                  run.device) / sum(group)
     else:
         workspace = maps.load(run.state0)
-        count = min(_WARMUP + _TIMED, len(maps))
-        for i in range(1, min(_WARMUP, count) + 1):
+        for i in range(1, min(_WARMUP, len(maps)) + 1):
             maps.apply_(i, workspace)
-
-        def timed_steps():
-            for i in range(1, count + 1):
-                maps.apply_(i, workspace)
-
-        per_application = _timed(timed_steps, run.device) / count
+        # each application timed on its own; the median ignores a few disturbed by other work
+        per_application = float(np.median([
+            _timed(lambda i=i: maps.apply_(i, workspace), run.device)
+            for i in range(1, min(_TIMED, len(maps)) + 1)]))
     run.evaluate(run.state0)
-    per_evaluation = _timed(lambda: run.evaluate(run.state0), run.device)
+    per_evaluation = float(np.median([_timed(lambda: run.evaluate(run.state0), run.device)
+                                      for _ in range(3)]))
     return per_application, per_evaluation
 
 
