@@ -10,7 +10,6 @@ PY     := $(VENV)/bin/python
 # Re-install only when the dependency list changes (the stamp is newer than pyproject.toml).
 STAMP  := $(VENV)/.installed
 export DATA_ROOT ?= $(abspath ../shared/data)
-export MPLBACKEND := Agg
 
 PROFILE ?= cpu
 JOBS    ?= 2

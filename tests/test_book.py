@@ -91,3 +91,10 @@ def test_toc_lists_only_executed_pages(tmp_path, monkeypatch):
     assert book.write_toc(toc) == ["fig05-cos10"]
     text = toc.read_text()
     assert "book/fig05-cos10" in text and "book/fig04-x2" not in text and "root: book/index" in text
+
+
+def test_templates_are_stored_with_their_figures():
+    for template in ("orders", "contraction"):
+        nb = nbformat.read(experiments.ROOT / "notebooks" / f"{template}.ipynb", as_version=4)
+        images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+        assert images, f"{template}.ipynb has no stored figure"

@@ -147,6 +147,9 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False) -> boo
             cwd=str(ROOT), kernel_name="python3", progress_bar=False, log_output=True)
         wall = time.perf_counter() - start
         nb = nbformat.read(tmp, as_version=4)
+        if not any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])):
+            raise RuntimeError(f"page {name} produced no figure (is MPLBACKEND forcing a "
+                               f"non-inline backend?)")
         _decorate(nb, name, profile, params, wall)
         nbformat.write(nb, tmp)
         os.replace(tmp, out)  # a page is replaced whole or not at all
