@@ -82,8 +82,13 @@ def _tagged_markdown(text: str, tag: str):
     return cell
 
 
-def _decorate(nb, name: str, profile: str, params: dict, wall: float, day: str | None = None):
-    """Add (or replace) the page header and conclusion; hide the parameter cells."""
+def _decorate(nb, name: str, profile: str, params: dict, wall: float, day: str | None = None,
+              print_: str | None = None):
+    """Add (or replace) the page header and conclusion; hide the parameter cells.
+
+    ``print_`` is the fingerprint taken *before* execution (the template or the code may change
+    while a page runs); by default the one stored in the notebook, else the current one.
+    """
     day = day or f"{datetime.now(timezone.utc):%Y-%m-%d}"
     drop = {"template-only", "page-header", "page-conclusion"}
 
@@ -100,8 +105,9 @@ def _decorate(nb, name: str, profile: str, params: dict, wall: float, day: str |
             cell.metadata["tags"] = tags + [HIDE]  # the header shows the parameters instead
     nb.cells.insert(0, _tagged_markdown(_header(name, profile, params, wall, day), "page-header"))
     nb.cells.append(_tagged_markdown(_conclusion(name, profile), "page-conclusion"))
-    nb.metadata["iteration_order"] = {"page": name, "profile": profile,
-                                      "fingerprint": fingerprint(name, profile),
+    print_ = print_ or nb.metadata.get("iteration_order", {}).get("fingerprint") \
+        or fingerprint(name, profile)
+    nb.metadata["iteration_order"] = {"page": name, "profile": profile, "fingerprint": print_,
                                       "parameters": params, "wall_seconds": round(wall, 1),
                                       "executed_on": day}
 
@@ -132,7 +138,8 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False) -> boo
     import papermill
 
     out = BOOK / f"{name}.ipynb"
-    if not force and _executed_fingerprint(out) == fingerprint(name, profile):
+    current = fingerprint(name, profile)
+    if not force and _executed_fingerprint(out) == current:
         _refresh_prose(out, name, profile)
         _log(f"{name}: up to date at profile {profile}, skipped (prose refreshed)", profile)
         return False
@@ -150,7 +157,8 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False) -> boo
         if not any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])):
             raise RuntimeError(f"page {name} produced no figure (is MPLBACKEND forcing a "
                                f"non-inline backend?)")
-        _decorate(nb, name, profile, params, wall)
+        nb.metadata.pop("iteration_order", None)
+        _decorate(nb, name, profile, params, wall, print_=current)
         nbformat.write(nb, tmp)
         os.replace(tmp, out)  # a page is replaced whole or not at all
     finally:
