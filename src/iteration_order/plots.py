@@ -62,7 +62,8 @@ def plot_curves(results: dict, seeds, orders, log_loss: bool = True):
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(orders), frameon=False,
                bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    legend_inches = 0.35  # a fixed band for the legend, so a one-row figure does not overlap it
+    fig.tight_layout(rect=(0, 0, 1, 1 - legend_inches / fig.get_figheight()))
     return fig
 
 
