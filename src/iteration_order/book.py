@@ -202,7 +202,9 @@ def write_figures() -> None:
 
 
 PARTS = {"theory": "Contractions in theory",
-         "practice": "Forward and backward in practice (main text, Appendices A–B)"}
+         "practice": "Forward and backward in practice (main text, Appendices A–B)",
+         "appendices": "Approximating and averaging orders (Appendices C–D)",
+         "extensions": "Beyond the paper"}
 
 
 def write_toc(path: Path = ROOT / "_toc.yml") -> list[str]:
