@@ -98,3 +98,13 @@ def test_templates_are_stored_with_their_figures():
         nb = nbformat.read(experiments.ROOT / "notebooks" / f"{template}.ipynb", as_version=4)
         images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
         assert images, f"{template}.ipynb has no stored figure"
+
+
+def test_a_page_in_an_unknown_part_is_reported(tmp_path):
+    registry = tmp_path / "experiments.yml"
+    registry.write_text(
+        "pages:\n  lost:\n    template: orders\n    part: nowhere\n    title: t\n    claim: c\n"
+        "    profiles: {smoke: {}, cpu: {}, paper: {}}\n")
+    problems = check_registry(registry)
+    assert problems == ["lost: unknown part 'nowhere'; parts are theory, practice, appendices, "
+                        "extensions"]

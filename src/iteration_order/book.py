@@ -21,8 +21,8 @@ from pathlib import Path
 
 import nbformat
 
-from .experiments import (PROFILES, ROOT, check_registry, default_profile, departures, load_pages,
-                          page, parameters, template_path)
+from .experiments import (PARTS, PROFILES, ROOT, check_registry, default_profile, departures,
+                          load_pages, page, parameters, template_path)
 
 __all__ = ["main", "run_pages", "fingerprint", "BOOK"]
 
@@ -199,12 +199,6 @@ def write_figures() -> None:
     (BOOK / "figures").mkdir(exist_ok=True)
     order_diagram().savefig(BOOK / "figures" / "orders.png", dpi=130,
                             metadata={"Software": None})
-
-
-PARTS = {"theory": "Contractions in theory",
-         "practice": "Forward and backward in practice (main text, Appendices A–B)",
-         "appendices": "Approximating and averaging orders (Appendices C–D)",
-         "extensions": "Beyond the paper"}
 
 
 def write_toc(path: Path = ROOT / "_toc.yml") -> list[str]:

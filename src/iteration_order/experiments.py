@@ -19,13 +19,18 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["PROFILES", "ROOT", "load_pages", "page", "parameters", "departures",
+__all__ = ["PARTS", "PROFILES", "ROOT", "load_pages", "page", "parameters", "departures",
            "default_profile", "template_path", "template_parameters", "check_registry"]
 
 PROFILES = ("smoke", "cpu", "paper")
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = ROOT / "experiments.yml"
 RUNTIME_PARAMETERS = ("jobs", "profile")  # passed to every page, not part of the science
+# The book's parts, in reading order: a page's `part` (default "practice") must be one of them.
+PARTS = {"theory": "Contractions in theory",
+         "practice": "Forward and backward in practice (main text, Appendices A–B)",
+         "appendices": "Approximating and averaging orders (Appendices C–D)",
+         "extensions": "Beyond the paper"}
 
 
 @lru_cache(maxsize=None)
@@ -99,6 +104,9 @@ def check_registry(path: Path = REGISTRY) -> list[str]:
             if unknown:
                 problems.append(f"{name} [{profile}]: {sorted(unknown)} are not parameters of "
                                 f"{template.name} (it declares {sorted(declared)})")
+        if entry.get("part", "practice") not in PARTS:
+            problems.append(f"{name}: unknown part {entry.get('part')!r}; parts are "
+                            f"{', '.join(PARTS)}")
         for key in ("title", "claim"):
             if not entry.get(key):
                 problems.append(f"{name}: no {key}")
