@@ -94,10 +94,24 @@ def test_toc_lists_only_executed_pages(tmp_path, monkeypatch):
 
 
 def test_templates_are_stored_with_their_figures():
-    for template in ("orders", "contraction"):
-        nb = nbformat.read(experiments.ROOT / "notebooks" / f"{template}.ipynb", as_version=4)
+    templates = sorted((experiments.ROOT / "notebooks").glob("*.ipynb"))
+    assert {"orders", "contraction"} <= {t.stem for t in templates}
+    for template in templates:
+        nb = nbformat.read(template, as_version=4)
         images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-        assert images, f"{template}.ipynb has no stored figure"
+        assert images, f"{template.name} has no stored figure"
+        assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), template.name
+
+
+def test_every_template_is_used_by_a_page():
+    used = {entry["template"] for entry in load_pages().values()}
+    stored = {t.stem for t in (experiments.ROOT / "notebooks").glob("*.ipynb")}
+    assert stored == used
+
+
+def test_unknown_template_is_named():
+    with pytest.raises(ValueError, match="unknown template 'nope'; templates are: contraction"):
+        book.refresh_template("nope")
 
 
 def test_a_page_in_an_unknown_part_is_reported(tmp_path):

@@ -193,6 +193,38 @@ def run_pages(profile: str, only: list[str] | None = None, jobs: int = 1, force:
     return ran
 
 
+def refresh_template(name: str) -> Path:
+    """Re-execute ``notebooks/<name>.ipynb`` at its own (smoke) defaults and store the outputs in it,
+    which nbval then compares against. Results go to a throw-away folder, never to ``results/``."""
+    import tempfile
+
+    import papermill
+
+    path = ROOT / "notebooks" / f"{name}.ipynb"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")))
+        raise ValueError(f"unknown template {name!r}; templates are: {known}")
+    tmp = path.with_name(f".{path.name}.running")
+    previous = os.environ.get("ITERATION_ORDER_RESULTS")
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            os.environ["ITERATION_ORDER_RESULTS"] = scratch  # the kernel inherits it
+            os.environ.setdefault("DATA_ROOT", str((ROOT.parent / "shared" / "data").resolve()))
+            papermill.execute_notebook(str(path), str(tmp), cwd=str(ROOT), kernel_name="python3",
+                                       progress_bar=False)
+        nb = nbformat.read(tmp, as_version=4)
+        if not any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])):
+            raise RuntimeError(f"template {name} produced no figure")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        if previous is None:
+            os.environ.pop("ITERATION_ORDER_RESULTS", None)
+        else:
+            os.environ["ITERATION_ORDER_RESULTS"] = previous
+    return path
+
+
 def write_figures() -> None:
     """The book's own figures that are not the output of a page (the introduction's diagram)."""
     from .plots import order_diagram
@@ -237,11 +269,20 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("list", help="list the pages and their templates")
     sub.add_parser("check", help="check experiments.yml against the templates")
     sub.add_parser("toc", help="write _toc.yml from the executed pages, and the book's own figures")
+    template = sub.add_parser("template", help="re-execute templates at their smoke defaults and "
+                              "store the outputs nbval compares")
+    template.add_argument("names", nargs="+", metavar="TEMPLATE")
     args = parser.parse_args(argv)
     if args.command == "list":
         for name, entry in load_pages().items():
             state = "executed" if (BOOK / f"{name}.ipynb").is_file() else "not executed"
             print(f"{name:<28} {entry['template']:<16} {state}")
+    elif args.command == "template":
+        for name in args.names:
+            try:
+                print(f"stored smoke outputs in {refresh_template(name)}")
+            except ValueError as err:
+                parser.error(str(err))
     elif args.command == "toc":
         print(f"_toc.yml lists {len(write_toc())} executed page(s)")
         write_figures()
