@@ -204,7 +204,7 @@ def refresh_template(name: str) -> Path:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")))
         raise ValueError(f"unknown template {name!r}; templates are: {known}")
-    tmp = path.with_name(f".{path.name}.running")
+    tmp = path.with_name(f".{path.stem}.running.ipynb")
     previous = os.environ.get("ITERATION_ORDER_RESULTS")
     try:
         with tempfile.TemporaryDirectory() as scratch:

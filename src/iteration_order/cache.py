@@ -11,8 +11,19 @@ from typing import Any
 
 __all__ = ["config_hash", "atomic_write_json", "read_json", "DEFAULT_RESULTS"]
 
-# Overridable so tests, notebooks and users on other machines can cache elsewhere.
-DEFAULT_RESULTS = Path(os.environ.get("ITERATION_ORDER_RESULTS", "results"))
+
+
+def _default_results() -> Path:
+    """$ITERATION_ORDER_RESULTS (so tests, nbval and other machines can cache elsewhere), else the
+    repository's results/ folder whatever the working directory (a notebook runs from notebooks/),
+    else ./results for a copy of the package installed outside the repository."""
+    if os.environ.get("ITERATION_ORDER_RESULTS"):
+        return Path(os.environ["ITERATION_ORDER_RESULTS"])
+    root = Path(__file__).resolve().parents[2]
+    return root / "results" if (root / "pyproject.toml").is_file() else Path("results")
+
+
+DEFAULT_RESULTS = _default_results()
 
 
 def config_hash(config: Any, length: int = 16) -> str:

@@ -48,6 +48,17 @@ class OrdersExperiment:
             raise ValueError("an experiment needs at least one seed")
         self.configs()  # validate every field once, here
 
+    @classmethod
+    def from_parameters(cls, params: dict) -> "OrdersExperiment":
+        """The experiment a page of the ``orders`` template runs, from its registry parameters
+        (the runtime ones, ``jobs``, ``profile`` and ``engine``, are not part of the science)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(params) - fields - {"jobs", "profile", "engine"}
+        if unknown:
+            raise ValueError(f"not parameters of an orders page: {sorted(unknown)}; allowed: "
+                             f"{sorted(fields)} and jobs, profile, engine")
+        return cls(**{k: v for k, v in params.items() if k in fields})
+
     def config(self, seed: int, order: str) -> TrajectoryConfig:
         fields = {f.name for f in dataclasses.fields(TrajectoryConfig)}
         shared = {k: v for k, v in dataclasses.asdict(self).items() if k in fields}

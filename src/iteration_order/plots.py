@@ -101,3 +101,34 @@ def order_diagram(steps: int = 4):
              "an earlier step and are not repeated", ha="center", fontsize=8, color="grey")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
+
+
+def plot_claims(claims, ratios_by_page: dict, shown: list[str]):
+    """One panel per claim: per-seed ratios other/forward (dots) and their geometric mean with the
+    bootstrap interval (bar), one column per page, on a log scale with the no-effect line at 1."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.6), squeeze=False,
+                             sharey=True)
+    pages = list(ratios_by_page)
+    for ax, claim in zip(axes[0], shown):
+        for x, name in enumerate(pages):
+            per_seed = ratios_by_page[name]
+            if claim not in per_seed:
+                continue
+            values = per_seed[claim].to_numpy(dtype=float)
+            ax.scatter(np.full(len(values), x) + np.linspace(-0.15, 0.15, len(values)), values,
+                       s=12, color=ORDER_COLOURS["backward"], alpha=0.8, zorder=3)
+            for order in per_seed.index.get_level_values("order").unique():
+                row = claims.loc[(name, order, claim)]
+                if np.isfinite(row["low"]):
+                    ax.errorbar(x + 0.3, row["ratio"], fmt="none", ecolor="black", capsize=3,
+                                yerr=[[row["ratio"] - row["low"]], [row["high"] - row["ratio"]]])
+                ax.scatter([x + 0.3], [row["ratio"]], marker="D", s=22, color="black", zorder=4)
+        ax.axhline(1, color="grey", ls="--", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(pages)), pages, rotation=60, ha="right", fontsize=8)
+        ax.set_title(claim, fontsize=9)
+    axes[0][0].set_ylabel("other order / forward (per seed)")
+    fig.tight_layout()
+    return fig
