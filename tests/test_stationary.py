@@ -1,0 +1,225 @@
+"""Theorem 2.6 study: every estimator against a closed form or a known law."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from iteration_order import iterates
+from iteration_order import stationary as st
+
+SMALL = dict(chains=20, steps=24, early_step=2, grid_points=6, trace_chains=2, wrong_scale=1.2,
+             alpha=0.05, seed=0, quadratic_h=0.1, quadratic_noise=1.0, quadratic_theta0=3.0,
+             regression_points=64, regression_dim=3, regression_batch=16, regression_h=0.1,
+             network_points=32, network_span=2.0, network_teacher=(1.0, 0.5, 1.0),
+             network_noise=0.05, network_batch=8, network_h=0.5, network_theta0=(2.0, 0.0, 0.5))
+
+
+def small_study(**changes) -> st.StationaryStudy:
+    return st.StationaryStudy(**{**SMALL, **changes})
+
+
+def recording(draw):
+    """Wrap a draw so the maps it hands out can be replayed one chain at a time."""
+    seen = []
+
+    def wrapped(rng, chains):
+        A, b = draw(rng, chains)
+        seen.append((np.broadcast_to(A, (chains,) + A.shape[1:]).copy(), b.copy()))
+        return A, b
+    return wrapped, seen
+
+
+def regression(dim=3, h=0.1, seed=1):
+    return st.regression_maps(64, dim, 16, h, np.random.default_rng(seed))
+
+
+# ---- the O(n) affine recursion ------------------------------------------------------------------
+
+@pytest.mark.parametrize("problem", ["quadratic", "regression"])
+def test_affine_recursion_equals_the_order_engine(problem):
+    if problem == "quadratic":
+        draw, theta0 = st.quadratic_draw(0.3, 1.0), np.array([2.0])
+    else:
+        maps = regression()
+        draw, theta0 = st._regression_draw(maps["A"], maps["b"]), np.array([1.0, -1.0, 0.5])
+    draw, seen = recording(draw)
+    steps, chains = 25, 3
+    out = st.affine_chains(draw, theta0, steps, chains, np.random.default_rng(0),
+                           record=set(range(1, steps + 1)), increments_at=set(range(steps)))
+    for c in range(chains):
+        maps = [lambda x, A=A[c], b=b[c]: A @ x + b for A, b in seen]
+        backward = dict(iterates(maps, theta0, "backward"))
+        forward = dict(iterates(maps, theta0, "forward"))
+        for n in range(1, steps + 1):
+            np.testing.assert_allclose(out["backward"][n][c], backward[n], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(out["forward"][n][c], forward[n], rtol=1e-12, atol=1e-12)
+        backward[0] = forward[0] = theta0
+        for n in range(steps - 1):
+            np.testing.assert_allclose(out["backward_increment"][n][c],
+                                       np.linalg.norm(backward[n + 1] - backward[n]), rtol=1e-9,
+                                       atol=1e-14)
+            np.testing.assert_allclose(out["forward_increment"][n][c],
+                                       np.linalg.norm(forward[n + 1] - forward[n]), rtol=1e-12)
+
+
+def test_tail_spread_of_one_chain_is_its_standard_deviation_over_time():
+    draw, seen = recording(st.quadratic_draw(0.5, 1.0))
+    out = st.affine_chains(draw, np.zeros(1), 40, 2, np.random.default_rng(3), record={40},
+                           tail_from=10)
+    maps = [lambda x, A=A[1], b=b[1]: A @ x + b for A, b in seen]
+    path = np.array([x for n, x in iterates(maps, np.zeros(1), "forward") if n > 10])
+    np.testing.assert_allclose(out["tail_sd"][1], path.std(axis=0), rtol=1e-9)
+
+
+# ---- the scalar quadratic: the stationary law is Gaussian ---------------------------------------
+
+@pytest.fixture(scope="module")
+def quadratic_chains():
+    h, theta0 = 0.1, 3.0
+    out = st.affine_chains(st.quadratic_draw(h, 1.0), np.array([theta0]), 300, 4000,
+                           np.random.default_rng(11), record={5, 300})
+    return h, theta0, out
+
+
+def test_stationary_variance_closed_form():
+    # h²σ² Σ (1-h)^{2i} summed numerically
+    h, sigma = 0.3, 2.0
+    series = h * h * sigma * sigma * sum((1 - h) ** (2 * i) for i in range(2000))
+    assert st.quadratic_stationary_variance(h, sigma) == pytest.approx(series, rel=1e-12)
+
+
+def test_forward_and_backward_both_follow_the_stationary_gaussian(quadratic_chains):
+    h, _, out = quadratic_chains
+    sd = np.sqrt(st.quadratic_stationary_variance(h, 1.0))
+    for sample in (out["forward"][300][:, 0], out["backward"][300][:, 0]):
+        assert stats.kstest(sample, stats.norm(0, sd).cdf).pvalue > 0.001
+        assert stats.kstest(sample, stats.norm(0, 1.2 * sd).cdf).pvalue < 1e-6
+
+
+def test_at_a_finite_step_both_orders_follow_the_same_known_gaussian(quadratic_chains):
+    # θ_n ~ N((1-h)^n θ0, v (1 - (1-h)^{2n})) in both orders, long before convergence
+    h, theta0, out = quadratic_chains
+    v = st.quadratic_stationary_variance(h, 1.0)
+    law = stats.norm((1 - h) ** 5 * theta0, np.sqrt(v * (1 - (1 - h) ** 10)))
+    for sample in (out["forward"][5][:, 0], out["backward"][5][:, 0]):
+        assert stats.kstest(sample, law.cdf).pvalue > 0.001
+    stationary = stats.norm(0, np.sqrt(v))
+    assert stats.kstest(out["forward"][5][:, 0], stationary.cdf).pvalue < 1e-6
+
+
+def test_fitted_rate_of_the_quadratic_is_one_minus_h():
+    h = 0.2
+    steps = list(range(1, 120))
+    out = st.affine_chains(st.quadratic_draw(h, 1.0), np.array([1.0]), 121, 200,
+                           np.random.default_rng(5), record=set(), increments_at=set(steps))
+    rates = st.fit_rates(steps, np.stack([out["backward_increment"][n] for n in steps]))
+    assert np.median(rates) == pytest.approx(1 - h, abs=0.005)
+
+
+def test_fit_rates_recovers_an_exact_geometric_sequence_and_skips_round_off():
+    n = np.arange(1, 60)
+    increments = np.stack([3.0 * 0.7 ** n, 0.5 * 0.95 ** n], axis=1)
+    increments[40:, 0] = 0.0  # frozen in float64: must not enter the fit
+    np.testing.assert_allclose(st.fit_rates(list(n), increments), [0.7, 0.95], rtol=1e-10)
+
+
+# ---- mini-batch least squares: exact stationary moments ----------------------------------------
+
+def test_regression_moments_of_a_scalar_random_walk_with_two_maps():
+    # θ' = aθ ± β with probability 1/2 each: mean 0, variance β² / (1 - a²)
+    a, beta = 0.6, 0.5
+    A = np.full((2, 1, 1), a)
+    b = np.array([[beta], [-beta]])
+    mean, cov = st.regression_moments(A, b)
+    assert mean[0] == pytest.approx(0.0, abs=1e-14)
+    assert cov[0, 0] == pytest.approx(beta ** 2 / (1 - a * a), rel=1e-12)
+
+
+def test_regression_moments_of_a_single_map_are_its_fixed_point():
+    maps = regression()
+    mean, cov = st.regression_moments(maps["A"][:1], maps["b"][:1])
+    np.testing.assert_allclose(maps["A"][0] @ mean + maps["b"][0], mean, atol=1e-12)
+    np.testing.assert_allclose(cov, 0.0, atol=1e-12)
+
+
+def test_many_chain_moments_match_the_exact_stationary_moments():
+    maps = regression(dim=3)
+    mean, cov = st.regression_moments(maps["A"], maps["b"])
+    chains = 4000
+    out = st.affine_chains(st._regression_draw(maps["A"], maps["b"]), np.zeros(3), 300, chains,
+                           np.random.default_rng(2), record={300})
+    for sample in (out["forward"][300], out["backward"][300]):
+        sd = np.sqrt(np.diag(cov))
+        assert np.all(np.abs(sample.mean(0) - mean) < 4 * sd / np.sqrt(chains))
+        np.testing.assert_allclose(sample.std(0), sd, rtol=0.05)
+
+
+def test_regression_refuses_maps_that_are_not_contractions():
+    with pytest.raises(ValueError, match="contraction"):
+        regression(h=5.0)
+
+
+# ---- the network ---------------------------------------------------------------------------------
+
+def test_vmapped_network_step_is_each_chain_own_sgd_step():
+    study = small_study()
+    problem = st.network_problem(study)
+    choices = torch.tensor([[0, 3, 1]])
+    theta = torch.tensor([[1.0, 0.2, 0.7], [2.0, -0.1, 0.4], [0.5, 0.5, 1.5]], dtype=torch.float64)
+    moved = st.network_maps(problem, choices, 0.5)[0](theta)
+    for c in range(3):
+        t = theta[c].clone().requires_grad_()
+        x, y = problem["x"][choices[0, c]], problem["y"][choices[0, c]]
+        loss = ((t[2] * torch.tanh(t[0] * x + t[1]) - y) ** 2).mean()
+        (g,) = torch.autograd.grad(loss, t)
+        torch.testing.assert_close(moved[c], theta[c] - 0.5 * g, rtol=1e-12, atol=1e-14)
+
+
+# ---- the study: determinism, cache, bad input ----------------------------------------------------
+
+def test_two_runs_give_identical_results_and_the_cache_is_reused(tmp_path, monkeypatch):
+    study = small_study()
+    first = st.run_study(study, results=tmp_path / "a")
+    second = st.run_study(study, results=tmp_path / "b")
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+    assert set(first) == set(st.PROBLEMS)
+
+    def fail(*_):
+        raise AssertionError("recomputed despite the cache")
+    monkeypatch.setattr(st, "_run_problem", fail)
+    assert st.run_study(study, results=tmp_path / "a") == first
+    other = dataclasses.replace(study, seed=1)
+    with pytest.raises(AssertionError, match="recomputed"):
+        st.run_study(other, results=tmp_path / "a")
+
+
+def test_the_study_rejects_laws_that_differ_and_bonferroni_counts_coordinates():
+    rng = np.random.default_rng(0)
+    same = st.ks_summary("same", rng.normal(size=(500, 3)), rng.normal(size=(500, 3)), 0.05)
+    shifted = rng.normal(size=(500, 3))
+    shifted[:, 2] += 0.5
+    differ = st.ks_summary("differ", shifted, rng.normal(size=(500, 3)), 0.05)
+    assert not same["rejected"] and differ["rejected"]
+    assert len(differ["p"]) == 3 and min(differ["p"]) == differ["p"][2]
+
+
+def test_record_grid_is_sorted_and_leaves_room_for_the_next_step():
+    grid = st.record_grid(1000, 40)
+    assert grid == sorted(set(grid)) and grid[0] == 1 and grid[-1] == 999
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"quadratic_h": 0.0}, "quadratic_h"), ({"quadratic_h": 2.0}, "quadratic_h"),
+    ({"quadratic_h": -0.5}, "quadratic_h"), ({"chains": 5}, "chains"),
+    ({"steps": 0}, "steps"), ({"steps": -3}, "steps"), ({"early_step": 12}, "early_step"),
+    ({"early_step": 0}, "early_step"), ({"trace_chains": 21}, "trace_chains"),
+    ({"wrong_scale": 1.0}, "wrong_scale"), ({"alpha": 1.5}, "alpha"),
+    ({"network_theta0": (1.0, 2.0)}, "network_theta0"),
+    ({"regression_batch": 2}, "regression_batch"),
+])
+def test_bad_parameters_raise_value_errors_that_name_them(change, message):
+    with pytest.raises(ValueError, match=message):
+        small_study(**change)
