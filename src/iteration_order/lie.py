@@ -1,0 +1,500 @@
+"""Appendix C: backward SGD approximated by forward SGD plus a Lie-bracket correction.
+
+For the SGD maps T_i(θ) = θ − h∇L_i(θ), Theorem C.2 says that composing the first n maps backward
+instead of forward moves the n-th iterate, to second order in h, by a sum of Lie brackets of the
+batch gradients at the starting point θ_0:
+
+    θ^B_n = θ_n + h² C_n + O(h³),      C_n = Σ_{1≤i<j≤n} [∇L_i, ∇L_j](θ_0),
+    [∇L_i, ∇L_j](θ) = ∇²L_i(θ) ∇L_j(θ) − ∇²L_j(θ) ∇L_i(θ).
+
+θ̃_n = θ_n + h² C_n is Definition C.3's approximate backward iterate. Every term of C_n is taken at
+θ_0, so C_n does not depend on h: one C_n serves every learning rate (`corrections`), and
+`approximate_backward` adds h² C_n to forward iterates computed once by the order engine (or
+passed in).
+
+Computing C_n without a Hessian
+-------------------------------
+Corollary C.4 accumulates sums over the *earlier* batches 1..n−1, all at θ_0:
+g_n = Σ_{i<n} ∇L_i(θ_0) and H_n = Σ_{i<n} ∇²L_i(θ_0) (so g_1 = 0, H_1 = 0), then
+C_n = C_{n−1} + H_n ∇L_n(θ_0) − ∇²L_n(θ_0) g_n. Applied matrix-free, H_n·v is the Hessian-vector
+product at θ_0 of Σ_{i<n} L_i, which is (n−1) times the mean loss over the union of the rows of
+batches 1..n−1 (a row drawn in two batches counts twice; every batch of a schedule has the same
+size): one `BatchLoss` over the concatenated rows. That product touches n−1 batches, so this
+literal recursion (``method="corollary"``) costs O(N²) batch passes up to step N, as much as
+backward SGD itself. It is kept as the reference the tests check.
+
+The default, ``method="running-sum"``, regroups the same double sum. With G_n = Σ_{i≤n} ∇L_i(θ_0)
+and H_{≤n} = Σ_{i≤n} ∇²L_i(θ_0),
+
+    C_n = H_{≤n} G_n − S_n,      S_n = Σ_{i≤n} ∇²L_i(θ_0) (G_i + G_{i−1}),
+
+because Σ_{i<j≤n} ∇²L_i ∇L_j = Σ_i ∇²L_i (G_n − G_i) and Σ_{i<j≤n} ∇²L_j ∇L_i = Σ_j ∇²L_j G_{j−1}.
+G and S are running sums of one gradient and one single-batch Hessian-vector product per step;
+H_{≤n} G_n is one product over n batches, needed only at the requested steps n. Up to step N this
+costs N gradients, N single-batch products and one n-batch product per requested step. Both forms
+subtract sums that grow like n² while their difference grows more slowly, so in float32 a few
+digits are lost late in training; the page computes in float64.
+
+Libraries. Gradients and products come from `hessian.BatchLoss`: forward-over-reverse
+``torch.func.jvp(torch.func.grad(L))`` gives the exact product in one reverse pass carrying a
+forward tangent (about two gradients of work, no double-backward graph kept in memory), summed over
+chunks so the result does not depend on the chunk size; torch.func documents this composition as
+its Hessian-vector product. Slopes are least-squares fits (``numpy.polyfit``) of log error on log h.
+Models with buffers (BatchNorm) are rejected, as in `hessian`.
+
+The study (`LieStudy`, `run_study`) measures ‖θ^B_n − θ_n‖ and ‖θ^B_n − θ̃_n‖ for a sweep of h and
+along a training run, caches the numbers under ``results/lie/``, and `plot_sweep`/`plot_steps` draw
+them for the book page.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
+
+from .cache import atomic_write_json, config_hash, read_json
+from .evaluation import Evaluator, loss_function
+from .hessian import BatchLoss, flatten
+from .maps import initial_state, sgd_maps
+from .models import MLP
+from .orders import iterates, steps_to_record
+from .plots import ORDER_COLOURS
+from .trajectory import Runtime, TrajectoryConfig, parse_record, prepare, resolve_device
+
+__all__ = ["METHODS", "lie_bracket", "corrections", "approximate_backward", "LieStudy",
+           "run_study", "fitted_slope", "crossover", "plot_sweep", "plot_steps"]
+
+State = dict[str, torch.Tensor]
+METHODS = ("running-sum", "corollary")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+# ------------------------------------------------------------------------------------------------
+# The mathematics: brackets, C_n, θ̃_n
+# ------------------------------------------------------------------------------------------------
+
+def _combine(a: State, b: State, alpha: float = 1.0, beta: float = 1.0) -> State:
+    """alpha·a + beta·b, entry by entry."""
+    return {k: alpha * a[k] + beta * b[k] for k in a}
+
+
+def _zeros(like: State) -> State:
+    return {k: torch.zeros_like(v) for k, v in like.items()}
+
+
+def lie_bracket(first: BatchLoss, second: BatchLoss, params: State) -> State:
+    """[∇L_i, ∇L_j](θ) = ∇²L_i(θ)∇L_j(θ) − ∇²L_j(θ)∇L_i(θ) for L_i = ``first``, L_j = ``second``.
+
+    Two gradients and two Hessian-vector products; no Hessian is formed. Antisymmetric in its
+    two losses, and equal to the bracket of the SGD fields −∇L_i, −∇L_j (the signs cancel).
+    """
+    params = {k: v.detach() for k, v in params.items()}
+    return _combine(first.hvp(params, second.grad(params)),
+                    second.hvp(params, first.grad(params)), 1.0, -1.0)
+
+
+def _check_model(model: nn.Module) -> None:
+    if any(True for _ in model.buffers()):
+        raise ValueError("the Lie-bracket correction needs a model without buffers (no BatchNorm): "
+                         "its Hessian-vector products cannot run a training-mode BatchNorm pass "
+                         "without updating the running statistics in place")
+
+
+def _check_schedule(inputs: torch.Tensor, targets: torch.Tensor,
+                    schedule: torch.Tensor) -> torch.Tensor:
+    if schedule.ndim != 2 or schedule.dtype != torch.int64 or len(schedule) == 0:
+        raise ValueError(f"schedule must be a non-empty [steps, batch] int64 tensor; got "
+                         f"{schedule.dtype} {list(schedule.shape)}")
+    if len(inputs) != len(targets):
+        raise ValueError(f"inputs ({len(inputs)}) and targets ({len(targets)}) differ in length")
+    if schedule.min() < 0 or schedule.max() >= len(inputs):
+        raise ValueError(f"schedule indexes outside 0..{len(inputs) - 1}")
+    return schedule.to(inputs.device)
+
+
+def _check_lr(lr: float) -> None:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"learning rate must be a finite number > 0; got {lr!r}")
+
+
+def corrections(model: nn.Module, loss_fn: Callable, inputs: torch.Tensor, targets: torch.Tensor,
+                schedule: torch.Tensor, at: Iterable[int], method: str = "running-sum",
+                chunk: int = 4096) -> dict[int, State]:
+    """C_n = Σ_{1≤i<j≤n} [∇L_i, ∇L_j](θ_0) at the steps ``at``, θ_0 = the model's parameters.
+
+    ``loss_fn`` and the schedule are those of `sgd_maps`; C_n does not depend on the learning rate.
+    ``method`` is ``"running-sum"`` (linear cost, the default) or ``"corollary"`` (Corollary C.4
+    literally, quadratic cost); see the module docstring.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    _check_model(model)
+    rows = _check_schedule(inputs, targets, schedule)
+    steps = steps_to_record(len(rows), at)
+    theta0 = initial_state(model)
+
+    def batches(first: int, last: int) -> BatchLoss:
+        """The mean loss over the rows of batches first..last (1-based, inclusive)."""
+        return BatchLoss(model, loss_fn, inputs, targets, rows[first - 1:last].reshape(-1), chunk)
+
+    wanted, out = set(steps), {}
+    if method == "running-sum":
+        G_prev, S = _zeros(theta0), _zeros(theta0)
+        for i in range(1, steps[-1] + 1):
+            batch = batches(i, i)
+            G = _combine(G_prev, batch.grad(theta0))
+            S = _combine(S, batch.hvp(theta0, _combine(G, G_prev)))
+            if i in wanted:  # H_{≤i} G_i: i times the mean loss over batches 1..i
+                out[i] = _combine(batches(1, i).hvp(theta0, G), S, float(i), -1.0)
+            G_prev = G
+    else:
+        g, C = _zeros(theta0), _zeros(theta0)
+        for n in range(1, steps[-1] + 1):
+            batch = batches(n, n)
+            grad_n = batch.grad(theta0)
+            if n > 1:  # H_n ∇L_n − ∇²L_n g_n, with H_n = (n−1)·∇² of the mean over batches 1..n−1
+                C = _combine(C, _combine(batches(1, n - 1).hvp(theta0, grad_n),
+                                         batch.hvp(theta0, g), float(n - 1), -1.0))
+            if n in wanted:
+                out[n] = dict(C)
+            g = _combine(g, grad_n)
+    return out
+
+
+def approximate_backward(model: nn.Module, loss_fn: Callable, inputs: torch.Tensor,
+                         targets: torch.Tensor, schedule: torch.Tensor, lr: float,
+                         at: Iterable[int], forward: Mapping[int, State] | None = None,
+                         method: str = "running-sum", chunk: int = 4096) -> dict[int, State]:
+    """θ̃_n = θ_n + lr²·C_n (Definition C.3) at the steps ``at``, as ``{n: state}``.
+
+    Takes the ingredients of `sgd_maps`. The forward iterates θ_n are computed once by the order
+    engine, ``iterates(sgd_maps(...), initial_state(model), "forward", at=at)``, unless they are
+    passed as ``forward`` (``{n: state}`` holding at least the steps ``at``, e.g. from a run that
+    needs them anyway).
+    """
+    _check_lr(lr)
+    _check_model(model)
+    steps = steps_to_record(len(schedule), at)
+    if forward is None:
+        maps = sgd_maps(model, loss_fn, inputs, targets, schedule, lr)
+        forward = dict(iterates(maps, initial_state(model), "forward", at=steps))
+    missing = [n for n in steps if n not in forward]
+    if missing:
+        raise ValueError(f"the forward iterates passed lack steps {missing[:5]}; they hold "
+                         f"{sorted(forward)[:10]}")
+    C = corrections(model, loss_fn, inputs, targets, schedule, steps, method, chunk)
+    return {n: _combine(forward[n], C[n], 1.0, lr ** 2) for n in steps}
+
+
+# ------------------------------------------------------------------------------------------------
+# The study of the book page: Theorem C.2's orders, and the approximation along training
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LieStudy:
+    """θ_n, θ̃_n and θ^B_n compared on one network, one data set and one batch schedule.
+
+    Along the run, at the learning rate ``trajectory.lr``, at the steps ``trajectory.record``
+    names; and for the sweep h = factor·``trajectory.lr`` at the steps ``sweep_at``. Of the
+    trajectory's fields, the order, ``record_forward`` and the optimiser (SGD only) play no part.
+    """
+
+    trajectory: TrajectoryConfig   # data, network, init, seed, schedule, h; record = steps compared
+                                   # (a dict of its fields is converted)
+    lr_factors: tuple[float, ...]  # the sweep of h, as multiples of trajectory.lr
+    sweep_at: tuple[int, ...]      # steps n at which the sweep is measured
+    fit_points: int = 4            # log-log slopes use this many smallest h of the sweep
+    activation: str = "relu"       # relu (the book's MLP) | tanh (its ReLUs swapped: smooth fields)
+    dtype: str = "float64"         # float64 keeps round-off far below the h³ term
+    method: str = "running-sum"    # how C_n is computed (see METHODS)
+
+    def __post_init__(self):
+        t = self.trajectory
+        if isinstance(t, Mapping):  # a page's plain values
+            t = TrajectoryConfig(**t)
+            object.__setattr__(self, "trajectory", t)
+        if not isinstance(t, TrajectoryConfig):
+            raise ValueError(f"trajectory must be a TrajectoryConfig or a dict of its fields; "
+                             f"got {type(t).__name__}")
+        if t.optimizer != "sgd":
+            raise ValueError(f"the correction of Definition C.3 is for plain SGD; got "
+                             f"optimizer={t.optimizer!r}")
+        factors = tuple(float(f) for f in self.lr_factors)
+        if not factors or any(not (f > 0 and math.isfinite(f)) for f in factors):
+            raise ValueError(f"lr_factors must be finite numbers > 0; got {list(self.lr_factors)}")
+        object.__setattr__(self, "lr_factors", tuple(sorted(set(factors))))
+        sweep = tuple(sorted(set(self.sweep_at)))
+        bad = [n for n in sweep if not isinstance(n, int) or not 1 <= n <= t.steps]
+        if bad or not sweep:
+            raise ValueError(f"sweep_at must name steps in 1..{t.steps}; got {list(self.sweep_at)}")
+        object.__setattr__(self, "sweep_at", sweep)
+        if not isinstance(self.fit_points, int) or not 2 <= self.fit_points <= len(factors):
+            raise ValueError(f"fit_points must be an integer in 2..{len(factors)} (the number of "
+                             f"lr_factors); got {self.fit_points!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; allowed: "
+                             f"{', '.join(ACTIVATIONS)}")
+        if self.activation != "relu" and t.model != "mlp":
+            raise ValueError(f"activation={self.activation!r} swaps the ReLUs of the MLP; "
+                             f"model {t.model!r} keeps its own")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; allowed: {', '.join(DTYPES)}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
+
+    @property
+    def steps(self) -> list[int]:
+        """The steps compared along the run at the trajectory's learning rate."""
+        return parse_record(self.trajectory.record, self.trajectory.steps)
+
+    @property
+    def lrs(self) -> list[float]:
+        return [f * self.trajectory.lr for f in self.lr_factors]
+
+
+def _distance(a: State, b: State) -> float:
+    return float((flatten(a) - flatten(b)).norm())
+
+
+def fitted_slope(lrs, errors) -> float:
+    """Least-squares slope of log(error) against log(h); NaN unless two finite, positive errors."""
+    x, y = np.log(np.asarray(lrs, float)), np.asarray(errors, float)
+    keep = np.isfinite(y) & (y > 0)
+    if keep.sum() < 2:
+        return math.nan
+    return float(np.polyfit(x[keep], np.log(y[keep]), 1)[0])
+
+
+def crossover(lrs, forward_errors, approx_errors) -> float:
+    """The smallest h of the sweep at which θ̃_n stops being closer to θ^B_n than θ_n is
+    (‖θ^B_n − θ̃_n‖ ≥ ‖θ^B_n − θ_n‖, or a diverged run); NaN if it never happens in the sweep."""
+    for lr, f, a in zip(lrs, forward_errors, approx_errors):
+        if not (math.isfinite(f) and math.isfinite(a) and a < f):
+            return float(lr)
+    return math.nan
+
+
+def _problem(study: LieStudy, runtime: Runtime) -> "_Problem":
+    """The run's network, data and schedule (those of `prepare`), cast to the study's dtype."""
+    run = prepare(study.trajectory, runtime)
+    dtype = DTYPES[study.dtype]
+    model = copy.deepcopy(run.model).to(dtype)
+    if study.activation != "relu":
+        for i, layer in enumerate(model):
+            if isinstance(layer, nn.ReLU):
+                model[i] = ACTIVATIONS[study.activation]()
+    cast = (lambda y: y.to(dtype)) if run.data.task == "regression" else (lambda y: y)
+    data = dataclasses.replace(run.data, x_train=run.data.x_train.to(dtype),
+                               y_train=cast(run.data.y_train), x_test=run.data.x_test.to(dtype),
+                               y_test=cast(run.data.y_test))
+    evaluate = Evaluator(model, data, study.trajectory.seed, study.trajectory.eval_train_size,
+                         study.trajectory.eval_test_size)
+    return _Problem(model, data, run.schedule.to(data.x_train.device), evaluate)
+
+
+def _finite(state: State) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in state.values())
+
+
+@dataclass
+class _Problem:
+    """One study's network, data and schedule, in the study's dtype."""
+
+    model: nn.Module
+    data: object
+    schedule: torch.Tensor
+    evaluate: Evaluator
+
+    def compare(self, lr: float, steps: list[int], C: dict[int, State]) -> dict[int, dict]:
+        """θ_n (one forward pass), θ^B_n (the order engine's backward) and θ̃_n = θ_n + h²C_n at
+        ``steps``: their distances, and the iterates themselves under ``"states"``."""
+        maps = sgd_maps(self.model, loss_function(self.data.task), self.data.x_train,
+                        self.data.y_train, self.schedule, lr)
+        theta0 = initial_state(self.model)
+        forward = dict(iterates(maps, theta0, "forward", at=steps))
+        backward = dict(iterates(maps, theta0, "backward", at=steps))
+        out = {}
+        for n in steps:
+            approx = _combine(forward[n], C[n], 1.0, lr ** 2)
+            out[n] = {**self._distances(n, theta0, forward[n], backward[n], approx),
+                      "states": {"forward": forward[n], "backward": backward[n], "approx": approx}}
+        return out
+
+    def _distances(self, n: int, theta0: State, forward: State, backward: State,
+                   approx: State) -> dict:
+        if not (_finite(forward) and _finite(backward)):  # a diverged run: nothing to compare
+            return dict.fromkeys(("forward_error", "approx_error", "travel", "sign_changes"),
+                                 math.nan)
+        return {"forward_error": _distance(backward, forward),
+                "approx_error": _distance(backward, approx),
+                "travel": _distance(backward, theta0),
+                "sign_changes": self.sign_changes(n, theta0, forward, backward)}
+
+    def sign_changes(self, n: int, theta0: State, *states: State) -> float:
+        """For the MLP: how many (example of batches 1..n, hidden unit) pairs have a pre-activation
+        whose sign differs between θ_0 and any of ``states``. For ReLU each is a kink crossed, where
+        the gradient field is not differentiable and the Taylor expansion behind Theorem C.2 fails."""
+        if not isinstance(self.model, MLP):
+            return math.nan
+        x = self.data.x_train[self.schedule[:n].reshape(-1)]
+        start = _hidden_signs(self.model, theta0, x)
+        changed = torch.zeros_like(start)
+        for state in states:
+            changed |= start != _hidden_signs(self.model, state, x)
+        return int(changed.sum())
+
+
+def _hidden_signs(model: MLP, state: State, x: torch.Tensor) -> torch.Tensor:
+    """Which hidden pre-activations of the MLP are positive at ``state``, for every row of ``x``."""
+    layers, signs = list(model), []
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            if isinstance(layer, nn.Linear):
+                x = nn.functional.linear(x, state[f"{i}.weight"], state[f"{i}.bias"])
+                if i < len(layers) - 1:
+                    signs.append((x > 0).reshape(-1))
+            else:
+                x = layer(x)
+    return torch.cat(signs)
+
+
+def run_study(study: LieStudy, runtime: Runtime = Runtime()) -> dict:
+    """Measure the study (or load it from ``<runtime.results_dir>/lie/<hash>-<device>.json``).
+
+    ``along`` (at h = trajectory.lr, per step of ``trajectory.record``): ‖θ^B_n − θ_n‖
+    (``forward_error``), ‖θ^B_n − θ̃_n‖ (``approx_error``), their ratio, ‖θ^B_n − θ_0‖
+    (``travel``), the correction's size h²‖C_n‖, the sign changes of hidden units, and the train and
+    test losses of the three iterates. ``sweep`` (per step of ``sweep_at``): both errors and the
+    sign changes for every h, the errors' log-log slopes on the ``fit_points`` smallest h, and the
+    `crossover` h.
+    """
+    device = resolve_device(runtime.device).type
+    path = Path(runtime.results_dir) / "lie" / f"{config_hash(study)}-{device}.json"
+    if path.is_file():
+        return {**read_json(path), "from_cache": True}
+
+    start = time.perf_counter()
+    problem = _problem(study, runtime)
+    along, sweep_at = study.steps, list(study.sweep_at)
+    tic = time.perf_counter()
+    C = corrections(problem.model, loss_function(problem.data.task), problem.data.x_train,
+                    problem.data.y_train, problem.schedule, sorted(set(along) | set(sweep_at)),
+                    study.method)
+    correction_seconds = time.perf_counter() - tic
+
+    h = study.trajectory.lr
+    rows = []
+    for n, measured in problem.compare(h, along, C).items():
+        states = measured.pop("states")
+        row = {"step": n, **measured, "correction": h ** 2 * float(flatten(C[n]).norm())}
+        row["ratio"] = (row["approx_error"] / row["forward_error"] if row["forward_error"] > 0
+                        else math.nan)  # n = 1: both errors vanish
+        for name, state in states.items():
+            metrics = problem.evaluate(state)
+            row[f"{name}_train_loss"] = metrics["train_loss"]
+            row[f"{name}_test_loss"] = metrics["test_loss"]
+        rows.append(row)
+
+    keys = ("forward_error", "approx_error", "sign_changes")
+    sweep = {n: {key: [] for key in keys} for n in sweep_at}
+    for lr in study.lrs:
+        for n, measured in problem.compare(lr, sweep_at, C).items():
+            for key in keys:
+                sweep[n][key].append(measured[key])
+    k = study.fit_points
+    for s in sweep.values():
+        s["forward_slope"] = fitted_slope(study.lrs[:k], s["forward_error"][:k])
+        s["approx_slope"] = fitted_slope(study.lrs[:k], s["approx_error"][:k])
+        s["crossover"] = crossover(study.lrs, s["forward_error"], s["approx_error"])
+
+    result = {
+        "study": dataclasses.asdict(study),
+        "key": path.stem,
+        "data": problem.data.note,
+        "parameters": sum(p.numel() for p in problem.model.parameters()),
+        "lrs": study.lrs,
+        "along": {key: [r[key] for r in rows] for key in rows[0]},
+        "sweep": {str(n): s for n, s in sweep.items()},
+        "runtime": {"device": device, "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "wall_seconds": time.perf_counter() - start,
+                    "correction_seconds": correction_seconds},
+    }
+    atomic_write_json(path, result)
+    return {**read_json(path), "from_cache": False}
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures
+# ------------------------------------------------------------------------------------------------
+
+_APPROX_COLOUR = ORDER_COLOURS["reset"]  # a third colour of the same colour-blind palette
+
+
+def plot_sweep(result: dict, title: str = ""):
+    """Errors against h on log-log axes, one panel per step of the sweep, with slope-2 and
+    slope-3 guides through the smallest h."""
+    lrs = np.asarray(result["lrs"])
+    steps = list(result["sweep"])
+    fig, axes = plt.subplots(1, len(steps), figsize=(4.2 * len(steps), 3.6), squeeze=False,
+                             sharey=True)
+    for ax, n in zip(axes[0], steps):
+        s = result["sweep"][n]
+        f, a = np.asarray(s["forward_error"], float), np.asarray(s["approx_error"], float)
+        ax.loglog(lrs, f, "o-", color=ORDER_COLOURS["forward"],
+                  label=r"forward: $\|\theta^B_n-\theta_n\|$")
+        ax.loglog(lrs, a, "s-", color=_APPROX_COLOUR,
+                  label=r"corrected: $\|\theta^B_n-\tilde\theta_n\|$")
+        for values, power in ((f, 2), (a, 3)):
+            if np.isfinite(values[0]) and values[0] > 0:
+                ax.loglog(lrs, values[0] * (lrs / lrs[0]) ** power, ":", color="0.5", lw=1)
+                ax.annotate(f"slope {power}", (lrs[-1], values[0] * (lrs[-1] / lrs[0]) ** power),
+                            fontsize=8, color="0.4", ha="right", va="bottom")
+        if math.isfinite(s["crossover"]):
+            ax.axvline(s["crossover"], color="0.3", lw=1, ls="--")
+        ax.set_title(f"n = {n}: slopes {s['forward_slope']:.2f} and {s['approx_slope']:.2f}",
+                     fontsize=10)
+        ax.set_xlabel("learning rate h")
+        finite = np.concatenate([f[np.isfinite(f) & (f > 0)], a[np.isfinite(a) & (a > 0)]])
+        if finite.size:
+            ax.set_ylim(finite.min() / 3, finite.max() * 3)
+    axes[0][0].set_ylabel("distance to the backward iterate")
+    axes[0][0].legend(fontsize=8, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_steps(results: list[dict], titles: list[str]):
+    """Along each run at its own h: the two errors against n (left) and their ratio (right)."""
+    fig, axes = plt.subplots(len(results), 2, figsize=(10, 3.3 * len(results)), squeeze=False)
+    for (left, right), result, title in zip(axes, results, titles):
+        along = result["along"]
+        steps = np.asarray(along["step"])
+        left.loglog(steps, along["forward_error"], "o-", color=ORDER_COLOURS["forward"],
+                    label=r"forward: $\|\theta^B_n-\theta_n\|$")
+        left.loglog(steps, along["approx_error"], "s-", color=_APPROX_COLOUR,
+                    label=r"corrected: $\|\theta^B_n-\tilde\theta_n\|$")
+        left.loglog(steps, along["correction"], "--", color="0.5", lw=1,
+                    label=r"correction size $h^2\|C_n\|$")
+        left.set_xlabel("step n")
+        left.set_ylabel("distance")
+        left.set_title(title, fontsize=10)
+        left.legend(fontsize=8)
+        right.semilogx(steps, along["ratio"], "s-", color=_APPROX_COLOUR)
+        right.axhline(1, color="0.3", lw=1, ls="--")
+        right.set_xlabel("step n")
+        right.set_ylabel(r"$\|\theta^B_n-\tilde\theta_n\| \,/\, \|\theta^B_n-\theta_n\|$")
+        right.set_title("below 1: the correction helps", fontsize=10)
+    fig.tight_layout()
+    return fig
