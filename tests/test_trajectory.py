@@ -201,3 +201,63 @@ def test_fields_added_later_keep_old_cache_names_at_their_default():
     assert config_hash(SMALL.identity()) != config_hash(SMALL.replace(init="he").identity())
     with pytest.raises(ValueError, match="unknown init 'xavier'; allowed: torch, he"):
         SMALL.replace(init="xavier")
+
+
+# ------------------------------------------------------------------------------------------------
+# Appendix D's updates (update, micro_batches, reg_lambda)
+# ------------------------------------------------------------------------------------------------
+
+def test_update_fields_keep_old_cache_names_at_their_default():
+    for name in ("update", "micro_batches", "reg_lambda"):
+        assert name not in SMALL.identity()
+    regularised = SMALL.replace(batch_size=4, update="regularised", micro_batches=2,
+                                reg_lambda=1e-4)
+    assert {"update", "micro_batches", "reg_lambda"} <= set(regularised.identity())
+    assert config_hash(regularised.identity()) != \
+        config_hash(regularised.replace(reg_lambda=2e-4).identity())
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"update": "lbfgs"}, "unknown update 'lbfgs'; allowed: sgd, small, regularised, average"),
+    ({"update": "small"}, "update='small' with micro_batches=1"),
+    ({"micro_batches": 2}, "update='sgd' with micro_batches=2"),
+    ({"update": "small", "micro_batches": 0}, "micro_batches must be an integer >= 1; got 0"),
+    ({"update": "small", "batch_size": 2048, "micro_batches": 3},
+     "batch_size=2048 is not divisible by micro_batches=3; use 2049"),
+    ({"update": "average", "batch_size": 6, "micro_batches": 6}, "micro_batches must be <= 5"),
+    ({"update": "regularised", "batch_size": 4, "micro_batches": 2, "reg_lambda": float("nan")},
+     "reg_lambda must be a finite number >= 0"),
+    ({"reg_lambda": 0.1}, "reg_lambda=0.1 is used by update='regularised' only"),
+    ({"update": "small", "batch_size": 4, "micro_batches": 2, "optimizer": "adam"},
+     "optimizer must be 'sgd'; got 'adam'"),
+])
+def test_bad_update_fields_are_rejected(changes, message):
+    with pytest.raises(ValueError, match=message):
+        SMALL.replace(**changes)
+
+
+def test_appendix_d_updates_run_and_are_costed(tmp_path):
+    from iteration_order.cost import estimate_costs
+    configs = [SMALL.replace(order="forward", batch_size=4, steps=6, update=u, micro_batches=2,
+                             reg_lambda=r, record_forward="every:2")
+               for u, r in (("small", 0.0), ("regularised", 1e-3), ("average", 0.0))]
+    for config in configs:
+        first = run_trajectory(config, runtime(tmp_path))
+        assert first["recorded_steps"] == [0, 2, 4, 6] and first["diverged_at"] is None
+        assert first["applications"] == 6
+        again = run_trajectory(config, runtime(tmp_path / "again"))
+        assert again["train_loss"] == first["train_loss"]  # deterministic
+    estimates = estimate_costs(configs, runtime(tmp_path, progress=False))
+    assert all(e.seconds_per_application > 0 for e in estimates)
+    assert len({e.seconds_per_application for e in estimates}) == 3  # one warm-up per update
+
+
+def test_large_schedules_are_stored_as_a_digest(tmp_path, monkeypatch):
+    import iteration_order.trajectory as trajectory
+    config = SMALL.replace(order="forward", steps=4, batch_size=8)
+    small = run_trajectory(config, runtime(tmp_path / "a"))
+    monkeypatch.setattr(trajectory, "_MAX_STORED_SCHEDULE", 16)
+    large = run_trajectory(config, runtime(tmp_path / "b"))
+    assert len(small["schedule"]) == 4 and large["schedule"] is None
+    assert large["schedule_sha256"] == small["schedule_sha256"]
+    assert large["train_loss"] == small["train_loss"]

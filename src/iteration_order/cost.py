@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .orders import Forward, as_order, planned_applications
+from .orders import Forward, InPlaceMaps, as_order, planned_applications
 from .trajectory import Prepared, Runtime, TrajectoryConfig, prepare, recorded_steps
 
 __all__ = ["CostEstimate", "estimate_costs", "cost_table", "format_seconds"]
@@ -56,6 +56,13 @@ def _warm_up(run: Prepared) -> tuple[float, float]:
         maps.compose_group(0, group, run.state0)
         per_application = _timed(lambda: maps.compose_group(0, group, run.state0),
                                  run.device) / sum(group)
+    elif not isinstance(maps, InPlaceMaps):  # pure maps only (App. D's regularised, average)
+        state = run.state0
+        for i in range(1, min(_WARMUP, len(maps)) + 1):
+            state = maps[i - 1](state)
+        per_application = float(np.median([
+            _timed(lambda i=i: maps[i - 1](run.state0), run.device)
+            for i in range(1, min(_TIMED, len(maps)) + 1)]))
     else:
         workspace = maps.load(run.state0)
         for i in range(1, min(_WARMUP, len(maps)) + 1):
@@ -73,7 +80,8 @@ def _warm_up(run: Prepared) -> tuple[float, float]:
 def _shape_key(config: TrajectoryConfig) -> tuple:
     """Configs with equal keys cost the same per map application."""
     return (config.dataset, config.fake_data, config.model, config.depth, config.width,
-            config.optimizer, config.batch_size, config.eval_train_size, config.eval_test_size)
+            config.optimizer, config.batch_size, config.eval_train_size, config.eval_test_size,
+            config.update, config.micro_batches)
 
 
 def estimate_costs(configs: Iterable[TrajectoryConfig], runtime: Runtime = Runtime()

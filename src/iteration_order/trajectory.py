@@ -7,6 +7,7 @@ written atomically, and a rerun with the same config and device loads it instead
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import platform
 import time
@@ -23,6 +24,8 @@ from .evaluation import Evaluator, loss_function
 from .maps import (SGDMaps, initial_optimizer_state, initial_state, optimizer_maps, sgd_maps,
                    supports_grouping)
 from .models import INITS, MODEL_NAMES, build_model
+from .order_average import (MAX_AVERAGE_MICRO_BATCHES, UPDATES, closest_multiple,
+                            update_maps)
 from .orders import Forward, as_order, iterates, planned_applications
 from .schedule import batch_schedule
 from .seeding import generator, seed_everything
@@ -37,7 +40,9 @@ _RECORD_FORMS = "'every:K', 'log:M' (M log-spaced steps) or 'at:S1,S2,...'"
 _PROGRESS_DELAY_SECONDS = 3  # the bar appears only once a run has lasted this long
 _GROUP_MEMORY_FRACTION = 0.25  # share of free GPU memory the batched engine's copies may take
 _MAX_GROUP = 256
-_ADDED_LATER = {"init": "torch"}  # field -> its default, which must never change
+# field -> its default, which must never change
+_ADDED_LATER = {"init": "torch", "update": "sgd", "micro_batches": 1, "reg_lambda": 0.0}
+_MAX_STORED_SCHEDULE = 50_000  # larger schedules are stored as a digest: results stay small
 
 
 def parse_record(spec: str, steps: int) -> list[int]:
@@ -85,6 +90,9 @@ class TrajectoryConfig:
     record_forward: str = "every:1"  # the same for the forward order, whose iterates are cheap
     eval_train_size: int = 0       # fixed training subset for train metrics; 0 = whole set
     eval_test_size: int = 0        # fixed test subset for test metrics; 0 = whole set
+    update: str = "sgd"            # map per batch (App. D): sgd | small | regularised | average
+    micro_batches: int = 1         # c: equal micro-batches per batch, for the updates but sgd
+    reg_lambda: float = 0.0        # λ of update="regularised" (absolute, not in units of lr²)
 
     def __post_init__(self):
         if self.dataset not in DATASET_NAMES[:-1] and not self.dataset.startswith("npz:"):
@@ -108,8 +116,36 @@ class TrajectoryConfig:
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a finite number > 0; got {self.lr!r}")
         object.__setattr__(self, "order", as_order(self.order).spec())
+        self._check_update()
         parse_record(self.record, self.steps)
         parse_record(self.record_forward, self.steps)
+
+    def _check_update(self) -> None:
+        """The fields of Appendix D's updates, checked before any data is loaded."""
+        if self.update not in UPDATES:
+            raise ValueError(f"unknown update {self.update!r}; allowed: {', '.join(UPDATES)}")
+        c = self.micro_batches
+        if not isinstance(c, int) or isinstance(c, bool) or c < 1:
+            raise ValueError(f"micro_batches must be an integer >= 1; got {c!r}")
+        if (self.update == "sgd") != (c == 1):
+            raise ValueError(f"update={self.update!r} with micro_batches={c}: 'sgd' takes one step "
+                             f"on the whole batch (micro_batches=1), the other updates split it "
+                             f"into micro_batches >= 2")
+        if self.batch_size % c:
+            raise ValueError(f"batch_size={self.batch_size} is not divisible by micro_batches={c}; "
+                             f"use {closest_multiple(self.batch_size, c)} (the closest multiple)")
+        if self.update == "average" and c > MAX_AVERAGE_MICRO_BATCHES:
+            raise ValueError(f"update='average' enumerates all {c}! orders; micro_batches must be "
+                             f"<= {MAX_AVERAGE_MICRO_BATCHES}; got {c}")
+        if not (isinstance(self.reg_lambda, (int, float)) and math.isfinite(self.reg_lambda)
+                and self.reg_lambda >= 0):
+            raise ValueError(f"reg_lambda must be a finite number >= 0; got {self.reg_lambda!r}")
+        if self.reg_lambda and self.update != "regularised":
+            raise ValueError(f"reg_lambda={self.reg_lambda} is used by update='regularised' only; "
+                             f"got update={self.update!r}")
+        if self.update != "sgd" and self.optimizer != "sgd":
+            raise ValueError(f"update={self.update!r} is built from SGD steps: optimizer must be "
+                             f"'sgd'; got {self.optimizer!r}")
 
     def replace(self, **changes) -> "TrajectoryConfig":
         return dataclasses.replace(self, **changes)
@@ -188,6 +224,9 @@ class Prepared:
 
 def _maps_and_state(config: TrajectoryConfig, model, data: Dataset, schedule):
     args = (model, loss_function(data.task), data.x_train, data.y_train, schedule)
+    if config.update != "sgd":
+        return (update_maps(config.update, *args, config.lr, config.micro_batches,
+                            config.reg_lambda), initial_state(model))
     if config.optimizer == "sgd":
         return sgd_maps(*args, lr=config.lr), initial_state(model)
     if config.optimizer == "momentum":
@@ -295,11 +334,18 @@ def run_trajectory(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> di
         "applications": iteration.applications,
         "planned_applications": iteration.planned,
         "diverged_at": diverged_at,
-        "schedule": run.schedule.tolist(),
+        **_stored_schedule(run.schedule),
     }
     atomic_write_json(path, result)
     # Return what a rerun would load, so fresh and cached results are indistinguishable.
     return {**read_json(path), "from_cache": False}
+
+
+def _stored_schedule(schedule: torch.Tensor) -> dict:
+    """The schedule itself when small, else (batches of thousands) a digest of it."""
+    digest = hashlib.sha256(schedule.numpy().tobytes()).hexdigest()
+    small = schedule.numel() <= _MAX_STORED_SCHEDULE
+    return {"schedule": schedule.tolist() if small else None, "schedule_sha256": digest}
 
 
 def _with_initial(state0, iteration):
