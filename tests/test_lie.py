@@ -11,7 +11,8 @@ from torch.nn import functional as F
 from iteration_order import MLP, TrajectoryConfig, Runtime, initial_state, iterates, sgd_maps
 from iteration_order.hessian import BatchLoss, flatten, unflatten
 from iteration_order.lie import (LieStudy, _hidden_signs, _problem, approximate_backward,
-                                 corrections, crossover, fitted_slope, lie_bracket, run_study)
+                                 corrections, crossover, fitted_slope, lie_bracket, run_study,
+                                 useful_limit)
 
 
 def explicit(model, state, x, y, rows):
@@ -111,6 +112,9 @@ def test_slope_and_crossover_on_closed_forms():
     assert crossover(lrs, [1.0, 1.0, 1.0], [0.1, 1.0, 0.1]) == 1e-2  # first h no longer better
     assert crossover(lrs, [1.0, math.nan, 1.0], [0.1, 0.1, 0.1]) == 1e-2  # diverged counts
     assert math.isnan(crossover(lrs, [1.0, 1.0, 1.0], [0.1, 0.2, 0.3]))
+    assert useful_limit(lrs, [1.0, 1.0, 1.0], [0.1, 0.5, 0.7]) == 1e-2  # ratio 1/2 still counts
+    assert useful_limit(lrs, [1.0, 1.0, 1.0], [0.1, 0.6, 0.1]) == 1e-3  # stops at the first miss
+    assert math.isnan(useful_limit(lrs, [1.0, 1.0, 1.0], [0.9, 0.1, 0.1]))
 
 
 def test_hidden_signs_are_those_of_the_layers(tiny_problem):

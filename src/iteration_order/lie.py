@@ -58,6 +58,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -71,7 +72,8 @@ from .plots import ORDER_COLOURS
 from .trajectory import Runtime, TrajectoryConfig, parse_record, prepare, resolve_device
 
 __all__ = ["METHODS", "lie_bracket", "corrections", "approximate_backward", "LieStudy",
-           "run_study", "fitted_slope", "crossover", "plot_sweep", "plot_steps"]
+           "run_study", "fitted_slope", "crossover", "useful_limit", "sweep_table", "steps_table", "plot_sweep",
+           "plot_steps"]
 
 State = dict[str, torch.Tensor]
 METHODS = ("running-sum", "corollary")
@@ -226,9 +228,10 @@ class LieStudy:
         if not isinstance(t, TrajectoryConfig):
             raise ValueError(f"trajectory must be a TrajectoryConfig or a dict of its fields; "
                              f"got {type(t).__name__}")
-        if t.optimizer != "sgd":
+        # getattr: the update field (Appendix D's maps) may postdate this module
+        if t.optimizer != "sgd" or getattr(t, "update", "sgd") != "sgd":
             raise ValueError(f"the correction of Definition C.3 is for plain SGD; got "
-                             f"optimizer={t.optimizer!r}")
+                             f"optimizer={t.optimizer!r}, update={getattr(t, 'update', 'sgd')!r}")
         factors = tuple(float(f) for f in self.lr_factors)
         if not factors or any(not (f > 0 and math.isfinite(f)) for f in factors):
             raise ValueError(f"lr_factors must be finite numbers > 0; got {list(self.lr_factors)}")
@@ -251,6 +254,11 @@ class LieStudy:
             raise ValueError(f"unknown dtype {self.dtype!r}; allowed: {', '.join(DTYPES)}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
+
+    def identity(self) -> dict:
+        """What names the cached result: the trajectory's own identity (fields added to it later
+        count only away from their defaults, so earlier results keep their names) and ours."""
+        return {**dataclasses.asdict(self), "trajectory": self.trajectory.identity()}
 
     @property
     def steps(self) -> list[int]:
@@ -282,6 +290,18 @@ def crossover(lrs, forward_errors, approx_errors) -> float:
         if not (math.isfinite(f) and math.isfinite(a) and a < f):
             return float(lr)
     return math.nan
+
+
+def useful_limit(lrs, forward_errors, approx_errors, ratio: float = 0.5) -> float:
+    """The largest h of the sweep up to which, from its smallest h on, the correction shrinks the
+    distance to θ^B_n by at least ``ratio`` (‖θ^B_n − θ̃_n‖ ≤ ratio·‖θ^B_n − θ_n‖); NaN if it
+    does not even at the smallest h. Unlike `crossover`, robust when the two errors nearly agree."""
+    limit = math.nan
+    for lr, f, a in zip(lrs, forward_errors, approx_errors):
+        if not (math.isfinite(f) and math.isfinite(a) and a <= ratio * f):
+            break
+        limit = float(lr)
+    return limit
 
 
 def _problem(study: LieStudy, runtime: Runtime) -> "_Problem":
@@ -379,7 +399,7 @@ def run_study(study: LieStudy, runtime: Runtime = Runtime()) -> dict:
     `crossover` h.
     """
     device = resolve_device(runtime.device).type
-    path = Path(runtime.results_dir) / "lie" / f"{config_hash(study)}-{device}.json"
+    path = Path(runtime.results_dir) / "lie" / f"{config_hash(study.identity())}-{device}.json"
     if path.is_file():
         return {**read_json(path), "from_cache": True}
 
@@ -433,6 +453,36 @@ def run_study(study: LieStudy, runtime: Runtime = Runtime()) -> dict:
     return {**read_json(path), "from_cache": False}
 
 
+def sweep_table(results: dict[str, dict]) -> pd.DataFrame:
+    """Per study (keyed by a label) and step n of its sweep: the fitted slopes, the ratio
+    ‖θ^B_n − θ̃_n‖ / ‖θ^B_n − θ_n‖ at the smallest h, `useful_limit`, `crossover`, and the smallest
+    h at which a hidden unit changed sign (for ReLU: a kink crossed)."""
+    rows = []
+    for label, result in results.items():
+        lrs = result["lrs"]
+        for n, s in result["sweep"].items():
+            f, a = s["forward_error"], s["approx_error"]
+            changed = [lr for lr, c in zip(lrs, s["sign_changes"]) if c and c > 0]
+            rows.append({"study": label, "n": int(n), "slope forward": s["forward_slope"],
+                         "slope corrected": s["approx_slope"],
+                         "ratio at smallest h": a[0] / f[0] if f[0] > 0 else math.nan,
+                         "halves gap up to h": useful_limit(lrs, f, a),
+                         "crossover h": s["crossover"],
+                         "first h with a sign change": min(changed) if changed else math.nan})
+    return pd.DataFrame(rows).set_index(["study", "n"])
+
+
+def steps_table(result: dict) -> pd.DataFrame:
+    """Along the run at its own h: both errors, their ratio, the correction's size, the sign
+    changes and the train loss of θ_n, θ^B_n and θ̃_n."""
+    along = result["along"]
+    return pd.DataFrame({
+        "n": along["step"], "|θB-θ|": along["forward_error"], "|θB-θ~|": along["approx_error"],
+        "ratio": along["ratio"], "h²|C|": along["correction"], "sign changes": along["sign_changes"],
+        "loss θ": along["forward_train_loss"], "loss θB": along["backward_train_loss"],
+        "loss θ~": along["approx_train_loss"]}).set_index("n")
+
+
 # ------------------------------------------------------------------------------------------------
 # Figures
 # ------------------------------------------------------------------------------------------------
@@ -442,7 +492,8 @@ _APPROX_COLOUR = ORDER_COLOURS["reset"]  # a third colour of the same colour-bli
 
 def plot_sweep(result: dict, title: str = ""):
     """Errors against h on log-log axes, one panel per step of the sweep, with slope-2 and
-    slope-3 guides through the smallest h."""
+    slope-3 guides through the smallest h, the crossover (dashed) and, for ReLU, the range of h
+    in which some hidden unit changed sign (shaded)."""
     lrs = np.asarray(result["lrs"])
     steps = list(result["sweep"])
     fig, axes = plt.subplots(1, len(steps), figsize=(4.2 * len(steps), 3.6), squeeze=False,
@@ -454,19 +505,25 @@ def plot_sweep(result: dict, title: str = ""):
                   label=r"forward: $\|\theta^B_n-\theta_n\|$")
         ax.loglog(lrs, a, "s-", color=_APPROX_COLOUR,
                   label=r"corrected: $\|\theta^B_n-\tilde\theta_n\|$")
-        for values, power in ((f, 2), (a, 3)):
-            if np.isfinite(values[0]) and values[0] > 0:
-                ax.loglog(lrs, values[0] * (lrs / lrs[0]) ** power, ":", color="0.5", lw=1)
-                ax.annotate(f"slope {power}", (lrs[-1], values[0] * (lrs[-1] / lrs[0]) ** power),
-                            fontsize=8, color="0.4", ha="right", va="bottom")
+        guides = [(values, power) for values, power in ((f, 2), (a, 3))
+                  if np.isfinite(values[0]) and values[0] > 0]
+        for k, (values, power) in enumerate(guides):
+            ax.loglog(lrs, values[0] * (lrs / lrs[0]) ** power, ":", color="0.5", lw=1,
+                      label="slopes 2 and 3 from the smallest h" if k == 0 else None)
         if math.isfinite(s["crossover"]):
             ax.axvline(s["crossover"], color="0.3", lw=1, ls="--")
+        changed = [lr for lr, c in zip(lrs, s["sign_changes"]) if c and c > 0]
+        if changed and result["study"]["activation"] == "relu":
+            ax.axvspan(min(changed), lrs[-1], color="0.85", alpha=0.5, lw=0,
+                       label="some ReLU changed sign")
         ax.set_title(f"n = {n}: slopes {s['forward_slope']:.2f} and {s['approx_slope']:.2f}",
                      fontsize=10)
         ax.set_xlabel("learning rate h")
-        finite = np.concatenate([f[np.isfinite(f) & (f > 0)], a[np.isfinite(a) & (a > 0)]])
-        if finite.size:
-            ax.set_ylim(finite.min() / 3, finite.max() * 3)
+    errors = np.array([e for s in result["sweep"].values()
+                       for e in (*s["forward_error"], *s["approx_error"])], float)
+    errors = errors[np.isfinite(errors) & (errors > 0)]
+    if errors.size:  # one range for the shared axis, so that no panel's points are cut off
+        axes[0][0].set_ylim(errors.min() / 3, errors.max() * 3)
     axes[0][0].set_ylabel("distance to the backward iterate")
     axes[0][0].legend(fontsize=8, loc="upper left")
     if title:
@@ -491,7 +548,7 @@ def plot_steps(results: list[dict], titles: list[str]):
         left.set_ylabel("distance")
         left.set_title(title, fontsize=10)
         left.legend(fontsize=8)
-        right.semilogx(steps, along["ratio"], "s-", color=_APPROX_COLOUR)
+        right.loglog(steps, along["ratio"], "s-", color=_APPROX_COLOUR)
         right.axhline(1, color="0.3", lw=1, ls="--")
         right.set_xlabel("step n")
         right.set_ylabel(r"$\|\theta^B_n-\tilde\theta_n\| \,/\, \|\theta^B_n-\theta_n\|$")
