@@ -32,6 +32,7 @@ map is written once for one chain and applied to all chains at once.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -508,12 +509,19 @@ def _run_problem(name: str, study: StationaryStudy, device) -> dict:
 
 def run_study(study: StationaryStudy, device: str = "cpu",
               results: Path | str | None = None) -> dict:
-    """All three problems, cached in ``<results>/stationary-<hash>-<device>.json``."""
+    """All three problems, cached in ``<results>/stationary-<hash>-<device>.json``.
+
+    Everything in the result is determined by ``study`` except each problem's
+    ``compute_seconds`` (wall time of the run that filled the cache)."""
     folder = Path(results) if results is not None else DEFAULT_RESULTS
     path = folder / f"stationary-{config_hash(study)}-{torch.device(device).type}.json"
     if path.is_file():
         return read_json(path)
-    out = {name: _run_problem(name, study, device) for name in PROBLEMS}
+    out = {}
+    for name in PROBLEMS:
+        start = time.perf_counter()
+        out[name] = {**_run_problem(name, study, device),
+                     "compute_seconds": round(time.perf_counter() - start, 1)}
     atomic_write_json(path, out)
     return out
 
@@ -534,7 +542,9 @@ def tests_table(results: dict) -> pd.DataFrame:
 
 def chains_table(results: dict) -> pd.DataFrame:
     """Single chains: rate of the backward increments against k; drift of both orders over the
-    second half; one forward chain's spread over time against the spread across backward limits."""
+    second half; one forward chain's spread over time against the spread across backward limits.
+
+    One column per problem, one row per statistic (object dtype, so counts stay integers)."""
     rows = []
     for name, r in results.items():
         rows.append({
@@ -546,7 +556,7 @@ def chains_table(results: dict) -> pd.DataFrame:
             "forward drift (median)": r["forward_drift"]["median"],
             "one chain's sd over time / sd across limits": float(np.median(
                 np.array(r["single_chain_sd"]) / np.array(r["backward_sd"])))})
-    return pd.DataFrame(rows).set_index("problem")
+    return pd.DataFrame(rows).set_index("problem").astype(object).T
 
 
 # ------------------------------------------------------------------------------------------------
@@ -568,7 +578,9 @@ def _coordinate_names(name: str, dim: int) -> list[str]:
 def histogram_figure(name: str, result: dict, steps: int):
     """One panel per coordinate: forward iterates at step N against backward limits."""
     names = _coordinate_names(name, result["dim"])
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 0.6, 2.8), squeeze=False)
+    # at least 7 in wide: the title and a one-row legend share the top line
+    fig, axes = plt.subplots(1, len(names), figsize=(max(3.2 * len(names) + 0.6, 7.0), 2.8),
+                             squeeze=False)
     for j, (ax, h) in enumerate(zip(axes[0], result["histograms"])):
         edges = np.array(h["edges"])
         ax.stairs(h["forward"], edges, color=ORDER_COLOURS["forward"], lw=1.4,
@@ -581,9 +593,10 @@ def histogram_figure(name: str, result: dict, steps: int):
                     lw=0.8, label="exact stationary law")
         ax.set_xlabel(names[j])
         ax.set_ylabel("density")
-    axes[0][0].legend(frameon=False, fontsize=7)
-    fig.suptitle(_TITLES[name], fontsize=10)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=len(labels), frameon=False, fontsize=8)
+    fig.suptitle(_TITLES[name], fontsize=10, x=0.01, ha="left")
+    fig.tight_layout()  # it leaves room for the suptitle, which shares its line with the legend
     return fig
 
 
@@ -626,7 +639,9 @@ def trace_figure(results: dict):
             rate = r["rates"]["median"]
             row[1].semilogy(n, first * rate ** (n - n[0]), color="black", ls=":", lw=0.8,
                             label=f"fitted rate {rate:.3f}")
-        row[1].set_ylim(bottom=1e-17)
+        # k^n may grow (k >= 1 for the tanh unit): keep the axis on the measured increments
+        measured = max(max(map(max, r["trace"][o + "_increment"])) for o in ("forward", "backward"))
+        row[1].set_ylim(1e-17, 30 * measured)
         row[0].set_ylabel(f"{_coordinate_names(name, r['dim'])[0]}, {_TITLES[name]}")
         row[1].set_ylabel(r"$\|\theta_{n+1} - \theta_n\|$")
         for ax in row:
