@@ -214,3 +214,6 @@ def test_statistics_follow_their_definitions(tmp_path):
                              for s in (3, 4)])
     assert rho.loc[("forward", "all"), "ρ(rotation, spike)"] == pytest.approx(
         spearmanr(pooled[:, 0], pooled[:, 1]).statistic)
+    starts = [3, 6, 9] * 2
+    assert rho.loc[("forward", "all"), "ρ(step, rotation)"] == pytest.approx(
+        spearmanr(starts, pooled[:, 0]).statistic)

@@ -378,7 +378,9 @@ def _spearman(x, y) -> tuple[float, float]:
 def coincidence_table(experiment: SharpnessExperiment, results: dict) -> pd.DataFrame:
     """Per order, per seed and pooled over seeds: Spearman's ρ (and its p-value) between the
     rotation 1 − overlap and the loss spike between probes (where recorded) or the jump at them,
-    over the intervals after the first ``experiment.skip_intervals``."""
+    over the intervals after the first ``experiment.skip_intervals``. ρ of each with the interval's
+    start step is given too: two quantities that both drift with training time are correlated
+    with each other whether or not one causes the other."""
     rows = []
     for order in experiment.orders:
         tables = {seed: intervals(results[(seed, order)]).iloc[experiment.skip_intervals:]
@@ -392,7 +394,9 @@ def coincidence_table(experiment: SharpnessExperiment, results: dict) -> pd.Data
                          "max rotation": float(t["rotation"].max()),
                          "median spike": float(t["spike"].median()),
                          "ρ(rotation, spike)": rho_spike, "p spike": p_spike,
-                         "ρ(rotation, jump)": rho_jump, "p jump": p_jump})
+                         "ρ(rotation, jump)": rho_jump, "p jump": p_jump,
+                         "ρ(step, rotation)": _spearman(t["start"], t["rotation"])[0],
+                         "ρ(step, spike)": _spearman(t["start"], t["spike"])[0]})
     return pd.DataFrame(rows).set_index(["order", "seed"])
 
 
@@ -415,6 +419,7 @@ def _plain_log_ticks(ax, extra=()) -> None:
     subs = (1, 2, 5) if math.log10(high / low) <= 2 else (1,)
     nice = [m * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
             for m in subs]
+    low = max([t for t in nice if t <= low], default=low)  # start at a labelled value
     ticks = sorted({t for t in nice if low <= t <= high} | set(extra))
     ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
     ax.yaxis.set_minor_formatter(NullFormatter())
@@ -478,7 +483,8 @@ def plot_coincidence(experiment: SharpnessExperiment, results: dict, title: str 
                    label="intervals in ρ")
         if skip:
             ax.scatter(first["rotation"], first[column], s=18, facecolors="none",
-                       edgecolors=_colour(order), label=f"first {skip} per seed (not in ρ)")
+                       edgecolors=_colour(order), label="first interval of each seed (not in ρ)"
+                       if skip == 1 else f"first {skip} intervals of each seed (not in ρ)")
             ax.legend(fontsize=7, loc="best")
         ax.axhline(0, color="grey", lw=0.6)
         # symlog: rank statistics ignore scale, and most rotations are far below 0.01
