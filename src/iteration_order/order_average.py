@@ -349,7 +349,7 @@ def summary_table(experiment: OrderAverageExperiment, results: dict):
             "final test acc": r["test_acc"][-1] if finite else math.nan,
             "test loss − large": (r["test_loss"][-1] - reference["test_loss"][-1]
                                   if finite else math.nan),
-            "diverged at": r["diverged_at"] if not finite else "",
+            "diverged by step": r["diverged_at"] if not finite else "",
         })
     return pd.DataFrame(rows).set_index(["seed", "c", "variant"])
 
@@ -369,8 +369,12 @@ def _style(name: str, lambdas: tuple[float, ...]):
     return (sns.color_palette("colorblind")[colour] if isinstance(colour, int) else colour), line
 
 
+_LINEAR_BELOW = 1e-4  # the difference panel is linear within ±this, logarithmic beyond
+
+
 def plot_curves(experiment: OrderAverageExperiment, results: dict, seed: int):
-    """Rows: the splits c. Columns: train loss, test loss, test loss minus the large batch's."""
+    """Rows: the splits c. Columns: train loss, test loss, and the test loss minus the large
+    batch's on a symmetric log scale, so that differences of 1e-4 and of 0.5 both show."""
     import matplotlib.pyplot as plt
 
     splits = experiment.splits
@@ -378,8 +382,9 @@ def plot_curves(experiment: OrderAverageExperiment, results: dict, seed: int):
     for row, c in zip(axes, splits):
         names = [n for (s, cc, n) in results if s == seed and cc == c]
         reference = results[(seed, c, LARGE)]
-        start = reference["train_loss"][0]
-        finite_deltas = []
+        finite = [results[(seed, c, n)] for n in names
+                  if results[(seed, c, n)]["diverged_at"] is None]
+        deltas = []
         for name in names:
             r = results[(seed, c, name)]
             colour, line = _style(name, experiment.lambdas)
@@ -392,23 +397,23 @@ def plot_curves(experiment: OrderAverageExperiment, results: dict, seed: int):
             delta = np.array(r["test_loss"][:n]) - np.array(reference["test_loss"][:n])
             row[2].plot(steps[:n], delta, color=colour, ls=line, lw=1.1)
             if r["diverged_at"] is None:
-                finite_deltas.append(delta[1:])
-        for ax, title in zip(row, ("train loss", "test loss", "test loss − large batch's")):
+                deltas.append(delta)
+        titles = ("train loss", "test loss", "test loss − large batch's")
+        for ax, title in zip(row, titles):
             ax.set_title(f"seed {seed}, c = {c}: {title}", fontsize=10)
             ax.set_xlabel("large batches seen (step)")
             ax.tick_params(labelsize=8)
-        for ax in row[:2]:
-            ax.set_yscale("log")
+        for ax, key in zip(row[:2], ("train_loss", "test_loss")):
             ax.set_ylabel("loss")
-            low = min(min(results[(seed, c, n)][k][-1] for n in names
-                          if results[(seed, c, n)]["diverged_at"] is None)
-                      for k in ("train_loss", "test_loss"))
-            ax.set_ylim(0.9 * low, 1.2 * start)  # diverging runs leave through the top
-        if finite_deltas:
-            span = max(float(np.abs(np.concatenate(finite_deltas)).max()), 1e-6)
-            row[2].set_ylim(-1.1 * span, 1.1 * span)
+            low = min(r[key][-1] for r in finite)
+            high = max(r[key][0] for r in finite)
+            ax.set_ylim(low - 0.05 * (high - low), high + 0.1 * (high - low))  # diverging
+            # runs leave through the top
+        span = max(float(np.abs(np.concatenate(deltas)).max()), 10 * _LINEAR_BELOW)
+        row[2].set_yscale("symlog", linthresh=_LINEAR_BELOW, linscale=0.5)
+        row[2].set_ylim(-1.5 * span, 1.5 * span)
         row[2].axhline(0, color="black", lw=0.6)
-        row[2].set_ylabel("difference in test loss")
+        row[2].set_ylabel("difference (symmetric log scale)")
         handles, labels = row[0].get_legend_handles_labels()
         row[2].legend(handles, labels, fontsize=7.5, loc="center left",
                       bbox_to_anchor=(1.02, 0.5), frameon=False)
