@@ -33,9 +33,13 @@ def run_many(configs: Sequence[TrajectoryConfig], runtime: Runtime = Runtime(), 
         raise ValueError(f"jobs must be an integer >= 1; got {jobs!r}")
     unique = list(dict.fromkeys(configs))
     pending = [c for c in unique if not result_path(c, runtime).is_file()]
+    parallel = jobs > 1 and len(pending) > 1
+    # workers run single-threaded unless told otherwise; time the warm-up the way they will run
+    worker = dataclasses.replace(runtime, threads=runtime.threads or 1, progress=False)
     estimated = {}
     if pending and announce:
-        estimates = estimate_costs(pending, dataclasses.replace(runtime, progress=False))
+        estimates = estimate_costs(pending, worker if parallel else
+                                   dataclasses.replace(runtime, progress=False))
         estimated = {e.config: e.seconds for e in estimates}
         print(f"{len(unique) - len(pending)} of {len(unique)} runs cached; to run:")
         print(cost_table(estimates, jobs), flush=True)
@@ -49,8 +53,7 @@ def run_many(configs: Sequence[TrajectoryConfig], runtime: Runtime = Runtime(), 
                   f"{format_seconds(time.perf_counter() - start)}; about "
                   f"{format_seconds(max(left, 0) / jobs)} left", flush=True)
 
-    if jobs > 1 and len(pending) > 1:
-        worker = dataclasses.replace(runtime, threads=runtime.threads or 1, progress=False)
+    if parallel:
         errors = []
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
             futures = {pool.submit(run_trajectory, c, worker): c for c in pending}
