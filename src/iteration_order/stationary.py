@@ -1,10 +1,10 @@
-"""Theorem 2.6 measured on many independent chains: forward converges in law to the backward limit.
+"""Theorem 2.6's method: many independent chains of i.i.d. maps in both orders, exact laws, tests.
 
 For i.i.d. random maps T_1, T_2, ... the forward iterate θ_n = T_n∘…∘T_1(θ_0) and the backward
 iterate θ^B_n = T_1∘…∘T_n(θ_0) have the same law at every n, because reversing an i.i.d. sequence
 leaves its joint law unchanged. If θ^B_n converges chain by chain to a random point θ^B_∞, the law
-of θ_n therefore converges to the law of θ^B_∞. We simulate many chains, each with its own i.i.d.
-map sequence, and compare the two laws with Kolmogorov–Smirnov tests on three problems:
+of θ_n therefore converges to the law of θ^B_∞. This module gives what a many-chain comparison of
+the two laws needs, on three problems whose maps are i.i.d.:
 
 * ``quadratic`` — Sec. 3.1: T(θ) = (1−h)θ + hε with ε ~ N(0, σ²); the stationary law is
   N(0, h²σ²/(1 − (1−h)²)) and the forward law at step n is known in closed form too.
@@ -14,10 +14,7 @@ map sequence, and compare the two laws with Kolmogorov–Smirnov tests on three 
   finite averages over the K maps (`regression_moments`).
 * ``network`` — one tanh unit θ = (w, b, v) ↦ v·tanh(wx + b) fitted to noisy samples of a teacher of
   the same form, batches chosen as for the regression; per-chain gradients by ``torch.func.vmap``,
-  compositions by the order engine `iterates`.
-
-Forward and backward samples come from disjoint sets of chains (chains 0..C−1 give the forward
-sample, C..2C−1 the backward one), because the two-sample test assumes independent samples.
+  so that compositions can be left to the order engine `iterates`.
 
 Backward iterates of affine maps T_i(θ) = A_iθ + b_i cost O(n) instead of O(n²): with
 P_n = A_1⋯A_n and S_n = Σ_i P_{i−1}b_i, θ^B_n = P_nθ_0 + S_n, and the exact increment is
@@ -25,121 +22,28 @@ P_n = A_1⋯A_n and S_n = Σ_i P_{i−1}b_i, θ^B_n = P_nθ_0 + S_n, and the exa
 check it against the engine's backward iterates.
 
 Libraries: ``scipy.stats.ks_2samp`` (per coordinate with ``axis=0``; scipy picks exact p-values up
-to 10,000 samples and the asymptotic law above) and ``scipy.stats.kstest`` against the quadratic's
-exact law, because they are the reference implementations; ``scipy.stats.kstwobign`` for the
-critical distance drawn on the figure; ``torch.func`` (vmap, grad, jacrev) so that the network's
-map is written once for one chain and applied to all chains at once.
+to 10,000 samples and the asymptotic law above) and ``scipy.stats.kstest`` against an exact law,
+because they are the reference implementations; ``torch.func`` (vmap, grad, jacrev) so that the
+network's map is written once for one chain and applied to all chains at once.
+
+The page's experiment on these pieces (its config, cached runner, tables and figures) is
+`stationary_study`.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import torch
 from scipy import stats
 from torch.func import grad, jacrev, vmap
 
-from .cache import DEFAULT_RESULTS, atomic_write_json, config_hash, read_json
-from .orders import iterates
-from .plots import ORDER_COLOURS
-from .seeding import generator, stream_seed
+from .seeding import generator
 
-__all__ = ["StationaryStudy", "run_study", "affine_chains", "quadratic_draw",
-           "quadratic_stationary_variance", "regression_maps", "regression_moments",
-           "network_problem", "network_maps", "fit_rates", "ks_summary", "PROBLEMS", "tests_table",
-           "chains_table", "record_grid",
-           "histogram_figure", "ks_distance_figure", "trace_figure", "MIN_CHAINS"]
+__all__ = ["affine_chains", "quadratic_draw", "quadratic_stationary_variance", "regression_maps",
+           "regression_moments", "network_problem", "network_maps", "fit_rates", "ks_summary"]
 
-PROBLEMS = ("quadratic", "regression", "network")
-MIN_CHAINS = 20      # below this a KS test has almost no power and the histograms say nothing
 RATE_FLOOR = 1e-13   # increments below it are float64 round-off, not dynamics (as theory.fitted_rate)
-
-
-# ------------------------------------------------------------------------------------------------
-# The study's parameters
-# ------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class StationaryStudy:
-    chains: int                 # chains in each sample (the forward and the backward one)
-    steps: int                  # N: forward law compared at N, backward limit taken at N
-    early_step: int             # a step before the forward law has converged (power check)
-    grid_points: int            # log-spaced steps where KS distances and single chains are recorded
-    trace_chains: int           # single chains shown, and used for the network's fitted rate
-    wrong_scale: float          # spread multiplier of a deliberately wrong law (power check)
-    alpha: float                # test level, Bonferroni-corrected over coordinates
-    seed: int
-    quadratic_h: float
-    quadratic_noise: float      # σ of the gradient noise ε
-    quadratic_theta0: float
-    regression_points: int
-    regression_dim: int
-    regression_batch: int
-    regression_h: float
-    network_points: int         # inputs evenly spaced on [-span, span]
-    network_span: float
-    network_teacher: tuple      # (w, b, v) of the teacher v·tanh(wx + b)
-    network_noise: float        # σ of the label noise
-    network_batch: int
-    network_h: float
-    network_theta0: tuple       # (w, b, v) where every chain starts
-
-    def __post_init__(self):
-        for name in ("network_teacher", "network_theta0"):
-            value = tuple(float(v) for v in getattr(self, name))
-            if len(value) != 3:
-                raise ValueError(f"{name} must be three numbers (w, b, v); got {value!r}")
-            object.__setattr__(self, name, value)
-        _integer("chains", self.chains, MIN_CHAINS)
-        _integer("steps", self.steps, 4)
-        _integer("early_step", self.early_step, 1)
-        if self.early_step >= self.steps // 2:
-            raise ValueError(f"early_step={self.early_step} must be below steps // 2 = "
-                             f"{self.steps // 2}: it stands for a step before convergence")
-        _integer("grid_points", self.grid_points, 2)
-        _integer("trace_chains", self.trace_chains, 1)
-        if self.trace_chains > self.chains:
-            raise ValueError(f"trace_chains={self.trace_chains} exceeds chains={self.chains}")
-        if not (self.wrong_scale > 0 and self.wrong_scale != 1):
-            raise ValueError(f"wrong_scale must be > 0 and != 1 (1 is the right law); "
-                             f"got {self.wrong_scale!r}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must lie in (0, 1); got {self.alpha!r}")
-        _integer("seed", self.seed, 0)
-        if not 0 < self.quadratic_h < 2:
-            raise ValueError(f"quadratic_h must lie in (0, 2), where |1 - h| < 1 makes the maps "
-                             f"contractions; got {self.quadratic_h!r}")
-        _positive("quadratic_noise", self.quadratic_noise)
-        _integer("regression_dim", self.regression_dim, 1)
-        _integer("regression_batch", self.regression_batch, self.regression_dim)
-        _integer("regression_points", self.regression_points, self.regression_batch)
-        _positive("regression_h", self.regression_h)
-        _integer("network_batch", self.network_batch, 1)
-        _integer("network_points", self.network_points, self.network_batch)
-        _positive("network_span", self.network_span)
-        _positive("network_h", self.network_h)
-        if self.network_noise < 0:
-            raise ValueError(f"network_noise must be >= 0; got {self.network_noise!r}")
-
-
-def _integer(name: str, value, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
-
-
-def _positive(name: str, value) -> None:
-    if not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0; got {value!r}")
-
-
-def record_grid(steps: int, points: int) -> list[int]:
-    """Log-spaced steps n in 1..steps−1 (n + 1 must exist for the increment at n)."""
-    return sorted({int(round(v)) for v in np.geomspace(1, steps - 1, points)})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -201,32 +105,6 @@ def affine_chains(draw: Draw, theta0: np.ndarray, steps: int, chains: int,
             tail.add(x)
     out["tail_sd"] = tail.sd() if tail.count else np.full((chains, d), np.nan)
     return out
-
-
-def _backward_steps(study: StationaryStudy) -> list[int]:
-    """Where the backward sample is needed: early (exchangeability), N/2 and N (convergence)."""
-    return sorted({study.early_step, study.steps // 2, study.steps})
-
-
-def _affine_sample(draw: Draw, theta0: np.ndarray, study: StationaryStudy, grid: list[int],
-                   rng: np.random.Generator) -> dict:
-    """Run 2C chains; chains 0..C−1 give the forward sample, C..2C−1 the backward sample (the
-    first ``trace_chains`` of them, in both orders, are the single chains shown)."""
-    C, t, N = study.chains, study.trace_chains, study.steps
-    out = affine_chains(draw, theta0, N, 2 * C, rng, set(grid) | set(_backward_steps(study)),
-                        set(grid))
-    traced = slice(C, C + t)
-    return {"forward": {n: v[:C] for n, v in out["forward"].items()},
-            "backward": {n: out["backward"][n][C:] for n in _backward_steps(study)},
-            "tail_sd": out["tail_sd"][:C],
-            "trace": {"forward": np.stack([out["forward"][n][traced, 0] for n in grid], axis=1),
-                      "backward": np.stack([out["backward"][n][traced, 0] for n in grid], axis=1),
-                      "forward_increment": np.stack([out["forward_increment"][n][traced]
-                                                     for n in grid], axis=1),
-                      "backward_increment": np.stack([out["backward_increment"][n][traced]
-                                                      for n in grid], axis=1)},
-            "rate_increments": np.stack([out["backward_increment"][n][C:] for n in grid])}
-
 
 def quadratic_draw(h: float, noise: float) -> Draw:
     """Sec. 3.1's maps T(θ) = (1−h)θ + hε, ε ~ N(0, noise²), as (A, b) for one step of all chains."""
@@ -300,8 +178,9 @@ _per_chain_grad = vmap(grad(_batch_loss))
 _per_chain_hessian = vmap(jacrev(grad(_batch_loss)), in_dims=(0, None, None))
 
 
-def network_problem(study: StationaryStudy, device: str | torch.device = "cpu") -> dict:
-    """The teacher's noisy data, cut once into K = points // batch fixed batches ``x[k], y[k]``."""
+def network_problem(study, device: str | torch.device = "cpu") -> dict:
+    """The teacher's noisy data, cut once into K = points // batch fixed batches ``x[k], y[k]``
+    (``study``: ``seed`` and the ``network_*`` fields, as in `stationary_study.StationaryStudy`)."""
     g = generator(study.seed, "network-data")
     x = torch.linspace(-study.network_span, study.network_span, study.network_points,
                        dtype=torch.float64)
@@ -330,53 +209,6 @@ def _network_contraction(problem: dict, points: torch.Tensor, h: float) -> float
         eig = torch.linalg.eigvalsh(_per_chain_hessian(points, xk, yk))
         worst = max(worst, float((1 - h * eig).abs().max()))
     return worst
-
-
-def _network_chains(study: StationaryStudy, record: set[int], grid: list[int],
-                    device) -> tuple[dict, float]:
-    """`_affine_sample`'s outputs for the network, by the order engine on vmapped maps.
-
-    The forward order runs on the forward sample plus the trace chains; the backward order on the
-    backward sample is requested at the three steps the tests need (n map applications each); the
-    trace chains' backward increments need θ^B at n and n + 1 for n on the grid, so only the
-    trace chains give fitted rates here.
-    """
-    C, t, N = study.chains, study.trace_chains, study.steps
-    problem = network_problem(study, device)
-    g = generator(study.seed, "network-choices")
-    K = len(problem["x"])
-    choices = torch.stack([torch.randint(K, (2 * C,), generator=g) for _ in range(N)]).to(device)
-    theta0 = torch.tensor(study.network_theta0, dtype=torch.float64, device=device)
-    traced = torch.arange(C, C + t)
-    forward_maps = network_maps(problem, choices[:, torch.cat([torch.arange(C), traced])],
-                                study.network_h)
-    forward, forward_increment, tail, on_grid = {}, {}, _TailSpread(), set(grid)
-    previous = theta0.expand(C + t, 3)
-    for n, theta in iterates(forward_maps, theta0.expand(C + t, 3), "forward"):
-        if n - 1 in on_grid:
-            forward_increment[n - 1] = (theta - previous)[C:].norm(dim=1).cpu().numpy()
-        if n in record:
-            forward[n] = theta.cpu().numpy()
-        if n > N // 2:
-            tail.add(theta[:C].cpu().numpy())
-        previous = theta
-    backward_maps = network_maps(problem, choices[:, C:], study.network_h)
-    backward = {n: theta.cpu().numpy() for n, theta in iterates(
-        backward_maps, theta0.expand(C, 3), "backward", at=_backward_steps(study))}
-    trace_maps = network_maps(problem, choices[:, traced], study.network_h)
-    pairs = {n: theta.cpu().numpy() for n, theta in iterates(
-        trace_maps, theta0.expand(t, 3), "backward", at=sorted(set(grid) | {n + 1 for n in grid}))}
-    increments = np.stack([np.linalg.norm(pairs[n + 1] - pairs[n], axis=1) for n in grid])
-    raw = {"forward": {n: v[:C] for n, v in forward.items()}, "backward": backward,
-           "tail_sd": tail.sd(),
-           "trace": {"forward": np.stack([forward[n][C:, 0] for n in grid], axis=1),
-                     "backward": np.stack([pairs[n][:, 0] for n in grid], axis=1),
-                     "forward_increment": np.stack([forward_increment[n] for n in grid], axis=1),
-                     "backward_increment": increments.T},
-           "rate_increments": increments}
-    raw["k_start"] = _network_contraction(problem, theta0[None], study.network_h)
-    k = _network_contraction(problem, torch.as_tensor(backward[N], device=device), study.network_h)
-    return raw, k
 
 
 # ------------------------------------------------------------------------------------------------
@@ -411,241 +243,3 @@ def ks_summary(label: str, first: np.ndarray, second, alpha: float) -> dict:
         D, p = np.atleast_1d(result.statistic), np.atleast_1d(result.pvalue)
     return {"comparison": label, "D": D.tolist(), "p": p.tolist(),
             "rejected": bool(p.min() < alpha / len(p))}
-
-
-def _critical_distance(n: int, m: int, alpha: float) -> float:
-    """The asymptotic two-sample KS distance rejected at level alpha (one coordinate)."""
-    return float(stats.kstwobign.ppf(1 - alpha) * np.sqrt((n + m) / (n * m)))
-
-
-def _histograms(forward: np.ndarray, backward: np.ndarray, bins: int = 40) -> list[dict]:
-    shown = []
-    for j in range(forward.shape[1]):
-        edges = np.histogram_bin_edges(np.concatenate([forward[:, j], backward[:, j]]), bins=bins)
-        shown.append({"edges": edges.tolist(),
-                      "forward": np.histogram(forward[:, j], edges, density=True)[0].tolist(),
-                      "backward": np.histogram(backward[:, j], edges, density=True)[0].tolist()})
-    return shown
-
-
-def _quantiles(values: np.ndarray) -> dict:
-    """Median, quartiles and maximum over chains (per-chain arrays would bloat the results file)."""
-    if not len(values):
-        return {"chains": 0}
-    q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75])
-    return {"chains": int(len(values)), "median": float(median), "q25": float(q25),
-            "q75": float(q75), "max": float(np.max(values))}
-
-
-def _summarise(name: str, raw: dict, k: float, study: StationaryStudy, grid: list[int]) -> dict:
-    """What the page shows and prints, from the samples of one problem (numbers only)."""
-    N, early, half = study.steps, study.early_step, study.steps // 2
-    fwd, bwd = raw["forward"], raw["backward"]
-    limit = bwd[N]
-    centre = fwd[N].mean(axis=0)
-    widened = centre + study.wrong_scale * (fwd[N] - centre)
-    tests = [
-        ks_summary(f"forward at n={N} vs backward limits", fwd[N], limit, study.alpha),
-        ks_summary(f"forward vs backward, both at n={early}", fwd[early], bwd[early], study.alpha),
-        ks_summary(f"forward at n={early} vs backward limits", fwd[early], limit, study.alpha),
-        ks_summary(f"forward at n={N} widened x{study.wrong_scale} vs backward limits", widened,
-                   limit, study.alpha),
-    ]
-    extra = {}
-    if name == "quadratic":
-        sd = float(np.sqrt(quadratic_stationary_variance(study.quadratic_h, study.quadratic_noise)))
-        extra["stationary_sd"] = sd
-        tests += [
-            ks_summary(f"forward at n={N} vs exact law N(0, {sd:.4f}^2)", fwd[N],
-                       stats.norm(0, sd).cdf, study.alpha),
-            ks_summary(f"backward limits vs exact law N(0, {sd:.4f}^2)", limit,
-                       stats.norm(0, sd).cdf, study.alpha),
-            ks_summary(f"backward limits vs wrong law N(0, ({study.wrong_scale} x {sd:.4f})^2)",
-                       limit, stats.norm(0, study.wrong_scale * sd).cdf, study.alpha),
-        ]
-    distances = np.array([np.atleast_1d(stats.ks_2samp(fwd[n], limit, axis=0).statistic)
-                          for n in grid])
-    rates = fit_rates(grid, raw["rate_increments"])
-    return {
-        "dim": int(limit.shape[1]), "k": float(k), "grid": grid, "tests": tests,
-        "ks_distance": distances.T.tolist(),  # [coordinate, grid step]
-        "alpha": study.alpha,
-        "critical_distance": _critical_distance(study.chains, study.chains, study.alpha),
-        "histograms": _histograms(fwd[N], limit),
-        "forward_mean": fwd[N].mean(axis=0).tolist(), "backward_mean": limit.mean(axis=0).tolist(),
-        "forward_sd": fwd[N].std(axis=0).tolist(), "backward_sd": limit.std(axis=0).tolist(),
-        "single_chain_sd": np.median(raw["tail_sd"], axis=0).tolist(),
-        "backward_drift": _quantiles(np.linalg.norm(bwd[N] - bwd[half], axis=1)),
-        "forward_drift": _quantiles(np.linalg.norm(fwd[N] - fwd[half], axis=1)),
-        "rates": _quantiles(rates[np.isfinite(rates)]),
-        "trace": {key: np.asarray(v).tolist() for key, v in raw["trace"].items()},
-        **extra,
-    }
-
-
-# ------------------------------------------------------------------------------------------------
-# The study
-# ------------------------------------------------------------------------------------------------
-
-def _run_problem(name: str, study: StationaryStudy, device) -> dict:
-    grid = record_grid(study.steps, study.grid_points)
-    if name == "network":
-        raw, k = _network_chains(study, set(grid) | set(_backward_steps(study)), grid, device)
-        return {**_summarise(name, raw, k, study, grid), "k_start": raw["k_start"]}
-    rng = np.random.default_rng(stream_seed(study.seed, f"{name}-chains"))
-    if name == "quadratic":
-        raw = _affine_sample(quadratic_draw(study.quadratic_h, study.quadratic_noise),
-                             np.array([study.quadratic_theta0]), study, grid, rng)
-        return _summarise(name, raw, abs(1 - study.quadratic_h), study, grid)
-    maps = regression_maps(study.regression_points, study.regression_dim, study.regression_batch,
-                           study.regression_h,
-                           np.random.default_rng(stream_seed(study.seed, "regression-data")))
-    raw = _affine_sample(_regression_draw(maps["A"], maps["b"]), np.zeros(study.regression_dim),
-                         study, grid, rng)
-    mean, cov = regression_moments(maps["A"], maps["b"])
-    return {**_summarise(name, raw, maps["k"], study, grid), "exact_mean": mean.tolist(),
-            "exact_sd": np.sqrt(np.diag(cov)).tolist()}
-
-
-def run_study(study: StationaryStudy, device: str = "cpu",
-              results: Path | str | None = None) -> dict:
-    """All three problems, cached in ``<results>/stationary-<hash>-<device>.json``.
-
-    Everything in the result is determined by ``study`` except each problem's
-    ``compute_seconds`` (wall time of the run that filled the cache)."""
-    folder = Path(results) if results is not None else DEFAULT_RESULTS
-    path = folder / f"stationary-{config_hash(study)}-{torch.device(device).type}.json"
-    if path.is_file():
-        return read_json(path)
-    out = {}
-    for name in PROBLEMS:
-        start = time.perf_counter()
-        out[name] = {**_run_problem(name, study, device),
-                     "compute_seconds": round(time.perf_counter() - start, 1)}
-    atomic_write_json(path, out)
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# Tables for the page
-# ------------------------------------------------------------------------------------------------
-
-def tests_table(results: dict) -> pd.DataFrame:
-    """Every KS comparison: largest distance and smallest p-value over coordinates, and whether
-    equality is rejected at level alpha / (number of coordinates)."""
-    rows = [{"problem": name, "comparison": t["comparison"], "max D": max(t["D"]),
-             "min p": min(t["p"]), "level": r["alpha"] / len(t["p"]),
-             "rejected": "yes" if t["rejected"] else "no"}
-            for name, r in results.items() for t in r["tests"]]
-    return pd.DataFrame(rows).set_index(["problem", "comparison"])
-
-
-def chains_table(results: dict) -> pd.DataFrame:
-    """Single chains: rate of the backward increments against k; drift of both orders over the
-    second half; one forward chain's spread over time against the spread across backward limits.
-
-    One column per problem, one row per statistic (object dtype, so counts stay integers)."""
-    rows = []
-    for name, r in results.items():
-        rows.append({
-            "problem": name, "k": r["k"], "fitted rate (median)": r["rates"].get("median"),
-            "fitted rate q25": r["rates"].get("q25"), "fitted rate q75": r["rates"].get("q75"),
-            "chains fitted": r["rates"]["chains"],
-            "backward drift (median)": r["backward_drift"]["median"],
-            "backward drift (max)": r["backward_drift"]["max"],
-            "forward drift (median)": r["forward_drift"]["median"],
-            "one chain's sd over time / sd across limits": float(np.median(
-                np.array(r["single_chain_sd"]) / np.array(r["backward_sd"])))})
-    return pd.DataFrame(rows).set_index("problem").astype(object).T
-
-
-# ------------------------------------------------------------------------------------------------
-# Figures
-# ------------------------------------------------------------------------------------------------
-
-_TITLES = {"quadratic": "Sec. 3.1 quadratic", "regression": "least squares",
-           "network": "one tanh unit"}
-
-
-def _coordinate_names(name: str, dim: int) -> list[str]:
-    if name == "network":
-        return ["w", "b", "v"]
-    if dim == 1:
-        return [r"$\theta$"]
-    return [rf"$\theta_{j + 1}$" for j in range(dim)]
-
-
-def histogram_figure(name: str, result: dict, steps: int):
-    """One panel per coordinate: forward iterates at step N against backward limits."""
-    names = _coordinate_names(name, result["dim"])
-    # at least 7 in wide: the title and a one-row legend share the top line
-    fig, axes = plt.subplots(1, len(names), figsize=(max(3.2 * len(names) + 0.6, 7.0), 2.8),
-                             squeeze=False)
-    for j, (ax, h) in enumerate(zip(axes[0], result["histograms"])):
-        edges = np.array(h["edges"])
-        ax.stairs(h["forward"], edges, color=ORDER_COLOURS["forward"], lw=1.4,
-                  label=f"forward at n = {steps}")
-        ax.stairs(h["backward"], edges, color=ORDER_COLOURS["backward"], lw=1.4, ls="--",
-                  label="backward limits")
-        if "stationary_sd" in result:
-            grid = np.linspace(edges[0], edges[-1], 200)
-            ax.plot(grid, stats.norm(0, result["stationary_sd"]).pdf(grid), color="black",
-                    lw=0.8, label="exact stationary law")
-        ax.set_xlabel(names[j])
-        ax.set_ylabel("density")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right", ncol=len(labels), frameon=False, fontsize=8)
-    fig.suptitle(_TITLES[name], fontsize=10, x=0.01, ha="left")
-    fig.tight_layout()  # it leaves room for the suptitle, which shares its line with the legend
-    return fig
-
-
-def ks_distance_figure(results: dict, early_step: int):
-    """KS distance between the forward law at n and the law of the backward limits, per coordinate."""
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.0), squeeze=False)
-    for ax, (name, r) in zip(axes[0], results.items()):
-        for j, curve in enumerate(r["ks_distance"]):
-            ax.loglog(r["grid"], curve, lw=1, marker=".", ms=3,
-                      label=_coordinate_names(name, r["dim"])[j])
-        ax.axhline(r["critical_distance"], color="grey", ls="--", lw=0.8,
-                   label=f"critical distance, level {r['alpha']}")
-        ax.axvline(early_step, color="grey", ls=":", lw=0.8)
-        ax.set_title(_TITLES[name], fontsize=10)
-        ax.set_xlabel("forward step n")
-        ax.set_ylabel("KS distance to backward limits")
-        ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def trace_figure(results: dict):
-    """Per problem: the first coordinate of single chains, and the increments of both orders."""
-    fig, axes = plt.subplots(len(results), 2, figsize=(10, 2.7 * len(results)), squeeze=False)
-    for row, (name, r) in zip(axes, results.items()):
-        n = np.array(r["grid"])
-        for order in ("forward", "backward"):
-            for c, values in enumerate(r["trace"][order]):
-                row[0].semilogx(n, values, color=ORDER_COLOURS[order], lw=1.2 if c == 0 else 0.7,
-                                alpha=1 if c == 0 else 0.6, label=order if c == 0 else None)
-                inc = np.array(r["trace"][order + "_increment"][c])
-                shown = inc > 0  # an increment that is exactly 0 (frozen in float64) has no log
-                row[1].semilogy(n[shown], inc[shown], color=ORDER_COLOURS[order],
-                                lw=1.2 if c == 0 else 0.7, alpha=1 if c == 0 else 0.6,
-                                label=order if c == 0 else None)
-        first = np.median([inc[0] for inc in r["trace"]["backward_increment"]])
-        row[1].semilogy(n, first * r["k"] ** (n - n[0]), color="black", ls="--", lw=0.8,
-                        label=f"k^n, k = {r['k']:.3f}")
-        if r["rates"]["chains"]:
-            rate = r["rates"]["median"]
-            row[1].semilogy(n, first * rate ** (n - n[0]), color="black", ls=":", lw=0.8,
-                            label=f"fitted rate {rate:.3f}")
-        # k^n may grow (k >= 1 for the tanh unit): keep the axis on the measured increments
-        measured = max(max(map(max, r["trace"][o + "_increment"])) for o in ("forward", "backward"))
-        row[1].set_ylim(1e-17, 30 * measured)
-        row[0].set_ylabel(f"{_coordinate_names(name, r['dim'])[0]}, {_TITLES[name]}")
-        row[1].set_ylabel(r"$\|\theta_{n+1} - \theta_n\|$")
-        for ax in row:
-            ax.set_xlabel("step n")
-            ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    return fig
