@@ -1,6 +1,8 @@
 """Appendix D on a tiny network: the Hessian-free correction, Lemma C.1's expansions, the maps."""
 import copy
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -267,3 +269,12 @@ def test_second_order_updates_reject_batchnorm_and_large_averages(tiny_problem):
     model = MLP(depth=1, width=2, in_features=3, out_features=1).double()
     with pytest.raises(ValueError, match="micro_batches must be <= 5"):
         OrderAverageMaps(model, F.mse_loss, x, y, schedule.reshape(1, -1), H, 6)
+
+
+def test_the_method_imports_without_the_page_layer():
+    """The maps are the package's core: no plotting, no tables, no runner of their own."""
+    code = ("import sys; import iteration_order.order_average; "
+            "print(*sorted({'matplotlib', 'seaborn', 'pandas'} & set(sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert loaded == []
