@@ -29,6 +29,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -74,18 +75,6 @@ class Probe:
             raise ValueError(f"Probe.tol must be a finite number > 0; got {self.tol!r}")
         if self.maxiter is not None and (not isinstance(self.maxiter, int) or self.maxiter < 1):
             raise ValueError(f"Probe.maxiter must be None or an integer >= 1; got {self.maxiter!r}")
-
-
-def check_steps(steps, total: int) -> list[int]:
-    """Probe steps sorted and unique, each in 0..total (0 is the shared initial point)."""
-    chosen = sorted(set(steps))
-    bad = [n for n in chosen if not isinstance(n, int) or not 0 <= n <= total]
-    if bad:
-        raise ValueError(f"probe steps {bad[:5]} lie outside 1..{total} (the number of training "
-                         f"steps; 0, the initial point, is also allowed)")
-    if not chosen:
-        raise ValueError("no probe steps given: request at least one")
-    return chosen
 
 
 def probe_steps(total: int, every: int) -> list[int]:
@@ -230,12 +219,11 @@ def run_probes(run: SharpnessRun, runtime: Runtime = Runtime()) -> dict:
     rows = probe_batch_rows(data.num_train, run.probe.batch, config.seed)
     probe = HessianProbe(prepared.model, loss_function(data.task), data.x_train, data.y_train,
                          rows, run.probe, config.seed)
-    steps, curve_steps = run.steps(), run.curve_steps()
-    wanted = sorted((set(steps) | set(curve_steps)) - {0})
+    steps, curve_steps = run.steps(), run.curve_steps()  # the curve includes every probe step
     start = time.perf_counter()
-    iteration = iterates(prepared.maps, prepared.state0, config.order, at=wanted,
-                         group_size=prepared.group_size)
-    record = probe_iteration(_with_initial(prepared.state0, iteration), probe, steps, curve_steps)
+    iteration = iterates(prepared.maps, prepared.state0, config.order,
+                         at=[n for n in curve_steps if n > 0], group_size=prepared.group_size)
+    record = probe_iteration(chain([(0, prepared.state0)], iteration), probe, steps, curve_steps)
     result = {
         "config": dataclasses.asdict(run),
         "key": path.stem,
@@ -249,8 +237,3 @@ def run_probes(run: SharpnessRun, runtime: Runtime = Runtime()) -> dict:
     }
     atomic_write_json(path, result)
     return {**read_json(path), "from_cache": False}
-
-
-def _with_initial(state0, iteration):
-    yield 0, state0
-    yield from iteration

@@ -1,4 +1,4 @@
-"""The sharpness page's study: one problem, several seeds, forward and backward, probed by `sharpness`.
+"""The sharpness page's study: one problem, several seeds and orders, probed by `sharpness`.
 
 `SharpnessExperiment` is the page's frozen config: a `TrajectoryConfig` (seed and order set per
 run), the seeds, a `Probe` and the orders; `SharpnessExperiment.run` probes every (seed, order)
@@ -19,10 +19,14 @@ import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullFormatter
+from scipy.stats import spearmanr
 
 from .orders import as_order
+from .plots import ORDER_COLOURS
 from .sharpness import Probe, SharpnessRun, run_probes
 from .trajectory import Runtime, TrajectoryConfig
 
@@ -91,21 +95,19 @@ def tail_sharpness(experiment: SharpnessExperiment, results: dict) -> pd.DataFra
     """Per seed and order: the median λ_max over the probes of the tail window, that median as a
     fraction of 2/h, and the ratio to the reference order's median (below 1 = flatter)."""
     reference = experiment.orders[0]
+    keys = [(seed, order) for seed in experiment.seeds for order in experiment.orders]
+    masks = {key: _tail_mask(results[key], experiment.tail) for key in keys}
+    medians = {key: float(np.median(np.asarray(results[key]["sharpness"])[masks[key]]))
+               for key in keys}
     rows = []
-    for seed in experiment.seeds:
-        ref = results[(seed, reference)]
-        ref_median = float(np.median(np.asarray(ref["sharpness"])[_tail_mask(ref, experiment.tail)]))
-        for order in experiment.orders:
-            r = results[(seed, order)]
-            mask = _tail_mask(r, experiment.tail)
-            median = float(np.median(np.asarray(r["sharpness"])[mask]))
-            rows.append({"seed": seed, "order": order, "tail probes": int(mask.sum()),
-                         "λ_max at step 0": r["sharpness"][0],
-                         "tail median λ_max": median,
-                         "λ_max / (2/h)": median / r["threshold"],
-                         "ratio to " + reference: median / ref_median,
-                         "tail median probe loss": float(np.median(
-                             np.asarray(r["probe_loss"])[mask]))})
+    for seed, order in keys:
+        r, mask, median = results[(seed, order)], masks[(seed, order)], medians[(seed, order)]
+        rows.append({"seed": seed, "order": order, "tail probes": int(mask.sum()),
+                     "λ_max at step 0": r["sharpness"][0],
+                     "tail median λ_max": median,
+                     "λ_max / (2/h)": median / r["threshold"],
+                     "ratio to " + reference: median / medians[(seed, reference)],
+                     "tail median probe loss": float(np.median(np.asarray(r["probe_loss"])[mask]))})
     return pd.DataFrame(rows).set_index(["seed", "order"])
 
 
@@ -134,8 +136,6 @@ def intervals(result: dict) -> pd.DataFrame:
 
 
 def _spearman(x, y) -> tuple[float, float]:
-    from scipy.stats import spearmanr
-
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y)
     # Below 5 pairs the smallest exact two-sided p-value is 1/12 or more, and scipy's
@@ -176,15 +176,12 @@ def coincidence_table(experiment: SharpnessExperiment, results: dict) -> pd.Data
 # ------------------------------------------------------------------------------------------------
 
 def _colour(order: str):
-    from .plots import ORDER_COLOURS
     return ORDER_COLOURS[order.split(":")[0]]
 
 
 def _plain_log_ticks(ax, extra=()) -> None:
     """A log-scaled y axis with a few ticks labelled 0.002, 40, ... (not 2×10⁻³, 4×10¹): 1, 2, 5
     per decade over short ranges, powers of ten over long ones, plus the values in ``extra``."""
-    from matplotlib.ticker import NullFormatter
-
     ax.set_yscale("log")
     low, high = ax.get_ylim()
     subs = (1, 2, 5) if math.log10(high / low) <= 2 else (1,)
@@ -199,8 +196,6 @@ def _plain_log_ticks(ax, extra=()) -> None:
 
 def plot_sharpness(experiment: SharpnessExperiment, results: dict, title: str = ""):
     """One row per seed: λ_max against 2/h, the probe-batch loss, and the eigenvector rotation."""
-    import matplotlib.pyplot as plt
-
     seeds, orders = experiment.seeds, experiment.orders
     fig, axes = plt.subplots(len(seeds), 3, figsize=(11, 2.6 * len(seeds) + 0.6), squeeze=False,
                              sharex=True)
@@ -216,7 +211,7 @@ def plot_sharpness(experiment: SharpnessExperiment, results: dict, title: str = 
                       color=colour)
         threshold = results[(seed, orders[0])]["threshold"]
         ax_s.axhline(threshold, color="grey", ls="--", lw=0.8, label="2/h")
-        ax_s.set_yscale("log")
+        ax_s.set_yscale("log")  # before the limit, so the autoscaled bottom is a log-scale one
         ax_s.set_ylim(top=1.25 * threshold)
         _plain_log_ticks(ax_s, extra=[threshold])
         _plain_log_ticks(ax_l)
@@ -240,8 +235,6 @@ def plot_sharpness(experiment: SharpnessExperiment, results: dict, title: str = 
 def plot_coincidence(experiment: SharpnessExperiment, results: dict, title: str = ""):
     """Per order, every interval between probes: eigenvector rotation against the loss spike
     (forward, between probes) or the loss jump (orders without a curve between probes)."""
-    import matplotlib.pyplot as plt
-
     orders = experiment.orders
     fig, axes = plt.subplots(1, len(orders), figsize=(4.2 * len(orders), 3.4), squeeze=False)
     skip = experiment.skip_intervals
