@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from iteration_order import Runtime, initial_state
-from iteration_order.lie_study import (LieStudy, _hidden_signs, _problem, crossover, fitted_slope,
-                                       run_study, useful_limit)
+from iteration_order.lie_study import (LieStudy, _first_sign_change, _hidden_signs, _problem,
+                                       crossover, fitted_slope, run_study, useful_limit)
 
 
 def test_slope_and_crossover_on_closed_forms():
@@ -22,6 +22,8 @@ def test_slope_and_crossover_on_closed_forms():
     assert useful_limit(lrs, [1.0, 1.0, 1.0], [0.1, 0.5, 0.7]) == 1e-2  # ratio 1/2 still counts
     assert useful_limit(lrs, [1.0, 1.0, 1.0], [0.1, 0.6, 0.1]) == 1e-3  # stops at the first miss
     assert math.isnan(useful_limit(lrs, [1.0, 1.0, 1.0], [0.9, 0.1, 0.1]))
+    assert _first_sign_change(lrs, [0, 3, math.nan]) == 1e-2  # a diverged run is no sign change
+    assert math.isnan(_first_sign_change(lrs, [0, 0, math.nan]))
 
 
 def test_hidden_signs_are_those_of_the_layers(tiny_problem):
@@ -68,6 +70,8 @@ def test_bad_studies_are_named():
         _study(sweep_at=[6])
     with pytest.raises(ValueError, match="fit_points"):
         _study(fit_points=5)
+    with pytest.raises(ValueError, match="fit_points"):  # a repeated factor is one point
+        _study(lr_factors=[0.01, 0.01, 0.02], fit_points=3)
     with pytest.raises(ValueError, match="activation"):
         _study(activation="gelu")
     with pytest.raises(ValueError, match="plain SGD"):

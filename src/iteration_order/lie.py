@@ -39,7 +39,7 @@ Libraries. Gradients and products come from `hessian.BatchLoss`: forward-over-re
 ``torch.func.jvp(torch.func.grad(L))`` gives the exact product in one reverse pass carrying a
 forward tangent (about two gradients of work, no double-backward graph kept in memory), summed over
 chunks so the result does not depend on the chunk size; torch.func documents this composition as
-its Hessian-vector product. Models with buffers (BatchNorm) are rejected, as in `hessian`.
+its Hessian-vector product. Models with buffers (BatchNorm) are rejected by `BatchLoss`.
 
 The book page's study of these quantities (its config, cached runner, tables and figures) is in
 `lie_study`.
@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from .hessian import BatchLoss
+from .maps import _check as _check_schedule  # the schedule checks of sgd_maps
 from .maps import initial_state, sgd_maps
 from .orders import iterates, steps_to_record
 
@@ -75,6 +76,11 @@ def _zeros(like: State) -> State:
     return {k: torch.zeros_like(v) for k, v in like.items()}
 
 
+def _corrected(theta: State, C: State, lr: float) -> State:
+    """θ + lr²·C: Definition C.3's approximate backward iterate from a forward one."""
+    return _combine(theta, C, 1.0, lr ** 2)
+
+
 def lie_bracket(first: BatchLoss, second: BatchLoss, params: State) -> State:
     """[∇L_i, ∇L_j](θ) = ∇²L_i(θ)∇L_j(θ) − ∇²L_j(θ)∇L_i(θ) for L_i = ``first``, L_j = ``second``.
 
@@ -84,25 +90,6 @@ def lie_bracket(first: BatchLoss, second: BatchLoss, params: State) -> State:
     params = {k: v.detach() for k, v in params.items()}
     return _combine(first.hvp(params, second.grad(params)),
                     second.hvp(params, first.grad(params)), 1.0, -1.0)
-
-
-def _check_model(model: nn.Module) -> None:
-    if any(True for _ in model.buffers()):
-        raise ValueError("the Lie-bracket correction needs a model without buffers (no BatchNorm): "
-                         "its Hessian-vector products cannot run a training-mode BatchNorm pass "
-                         "without updating the running statistics in place")
-
-
-def _check_schedule(inputs: torch.Tensor, targets: torch.Tensor,
-                    schedule: torch.Tensor) -> torch.Tensor:
-    if schedule.ndim != 2 or schedule.dtype != torch.int64 or len(schedule) == 0:
-        raise ValueError(f"schedule must be a non-empty [steps, batch] int64 tensor; got "
-                         f"{schedule.dtype} {list(schedule.shape)}")
-    if len(inputs) != len(targets):
-        raise ValueError(f"inputs ({len(inputs)}) and targets ({len(targets)}) differ in length")
-    if schedule.min() < 0 or schedule.max() >= len(inputs):
-        raise ValueError(f"schedule indexes outside 0..{len(inputs) - 1}")
-    return schedule.to(inputs.device)
 
 
 def _check_lr(lr: float) -> None:
@@ -121,7 +108,6 @@ def corrections(model: nn.Module, loss_fn: Callable, inputs: torch.Tensor, targe
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
-    _check_model(model)
     rows = _check_schedule(inputs, targets, schedule)
     steps = steps_to_record(len(rows), at)
     theta0 = initial_state(model)
@@ -166,14 +152,15 @@ def approximate_backward(model: nn.Module, loss_fn: Callable, inputs: torch.Tens
     needs them anyway).
     """
     _check_lr(lr)
-    _check_model(model)
     steps = steps_to_record(len(schedule), at)
+    if forward is not None:
+        missing = [n for n in steps if n not in forward]
+        if missing:
+            raise ValueError(f"the forward iterates passed lack steps {missing[:5]}; they hold "
+                             f"{sorted(forward)[:10]}")
+    # First: its BatchLoss rejects a model with buffers before the forward run is spent.
+    C = corrections(model, loss_fn, inputs, targets, schedule, steps, method, chunk)
     if forward is None:
         maps = sgd_maps(model, loss_fn, inputs, targets, schedule, lr)
         forward = dict(iterates(maps, initial_state(model), "forward", at=steps))
-    missing = [n for n in steps if n not in forward]
-    if missing:
-        raise ValueError(f"the forward iterates passed lack steps {missing[:5]}; they hold "
-                         f"{sorted(forward)[:10]}")
-    C = corrections(model, loss_fn, inputs, targets, schedule, steps, method, chunk)
-    return {n: _combine(forward[n], C[n], 1.0, lr ** 2) for n in steps}
+    return {n: _corrected(forward[n], C[n], lr) for n in steps}

@@ -27,10 +27,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import stability
 from .cache import atomic_write_json, config_hash, read_json
+from .data import Dataset
 from .evaluation import Evaluator, loss_function
 from .hessian import flatten
-from .lie import METHODS, State, _combine, corrections
+from .lie import METHODS, State, _corrected, corrections
 from .maps import initial_state, sgd_maps
 from .models import MLP
 from .orders import iterates
@@ -74,10 +76,9 @@ class LieStudy:
         if not isinstance(t, TrajectoryConfig):
             raise ValueError(f"trajectory must be a TrajectoryConfig or a dict of its fields; "
                              f"got {type(t).__name__}")
-        # getattr: the update field (Appendix D's maps) may postdate this module
-        if t.optimizer != "sgd" or getattr(t, "update", "sgd") != "sgd":
+        if t.optimizer != "sgd" or t.update != "sgd":
             raise ValueError(f"the correction of Definition C.3 is for plain SGD; got "
-                             f"optimizer={t.optimizer!r}, update={getattr(t, 'update', 'sgd')!r}")
+                             f"optimizer={t.optimizer!r}, update={t.update!r}")
         factors = tuple(float(f) for f in self.lr_factors)
         if not factors or any(not (f > 0 and math.isfinite(f)) for f in factors):
             raise ValueError(f"lr_factors must be finite numbers > 0; got {list(self.lr_factors)}")
@@ -87,9 +88,10 @@ class LieStudy:
         if bad or not sweep:
             raise ValueError(f"sweep_at must name steps in 1..{t.steps}; got {list(self.sweep_at)}")
         object.__setattr__(self, "sweep_at", sweep)
-        if not isinstance(self.fit_points, int) or not 2 <= self.fit_points <= len(factors):
-            raise ValueError(f"fit_points must be an integer in 2..{len(factors)} (the number of "
-                             f"lr_factors); got {self.fit_points!r}")
+        distinct = len(self.lr_factors)  # a repeated factor is one point of the fit
+        if not isinstance(self.fit_points, int) or not 2 <= self.fit_points <= distinct:
+            raise ValueError(f"fit_points must be an integer in 2..{distinct} (the number of "
+                             f"distinct lr_factors); got {self.fit_points!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; allowed: "
                              f"{', '.join(ACTIVATIONS)}")
@@ -150,22 +152,11 @@ def useful_limit(lrs, forward_errors, approx_errors, ratio: float = 0.5) -> floa
     return limit
 
 
-def _problem(study: LieStudy, runtime: Runtime) -> "_Problem":
-    """The run's network, data and schedule (those of `prepare`), cast to the study's dtype."""
-    run = prepare(study.trajectory, runtime)
-    dtype = DTYPES[study.dtype]
-    model = copy.deepcopy(run.model).to(dtype)
-    if study.activation != "relu":
-        for i, layer in enumerate(model):
-            if isinstance(layer, nn.ReLU):
-                model[i] = ACTIVATIONS[study.activation]()
-    cast = (lambda y: y.to(dtype)) if run.data.task == "regression" else (lambda y: y)
-    data = dataclasses.replace(run.data, x_train=run.data.x_train.to(dtype),
-                               y_train=cast(run.data.y_train), x_test=run.data.x_test.to(dtype),
-                               y_test=cast(run.data.y_test))
-    evaluate = Evaluator(model, data, study.trajectory.seed, study.trajectory.eval_train_size,
-                         study.trajectory.eval_test_size)
-    return _Problem(model, data, run.schedule.to(data.x_train.device), evaluate)
+def _first_sign_change(lrs, sign_changes) -> float:
+    """The smallest h of the sweep at which some hidden unit changed sign (for ReLU: a kink
+    crossed); NaN if none did or the run diverged."""
+    changed = [lr for lr, c in zip(lrs, sign_changes) if c > 0]
+    return min(changed) if changed else math.nan
 
 
 def _finite(state: State) -> bool:
@@ -177,7 +168,7 @@ class _Problem:
     """One study's network, data and schedule, in the study's dtype."""
 
     model: nn.Module
-    data: object
+    data: Dataset
     schedule: torch.Tensor
     evaluate: Evaluator
 
@@ -191,7 +182,7 @@ class _Problem:
         backward = dict(iterates(maps, theta0, "backward", at=steps))
         out = {}
         for n in steps:
-            approx = _combine(forward[n], C[n], 1.0, lr ** 2)
+            approx = _corrected(forward[n], C[n], lr)
             out[n] = {**self._distances(n, theta0, forward[n], backward[n], approx),
                       "states": {"forward": forward[n], "backward": backward[n], "approx": approx}}
         return out
@@ -206,7 +197,7 @@ class _Problem:
                 "travel": _distance(backward, theta0),
                 "sign_changes": self.sign_changes(n, theta0, forward, backward)}
 
-    def sign_changes(self, n: int, theta0: State, *states: State) -> float:
+    def sign_changes(self, n: int, theta0: State, *states: State) -> int | float:
         """For the MLP: how many (example of batches 1..n, hidden unit) pairs have a pre-activation
         whose sign differs between θ_0 and any of ``states``. For ReLU each is a kink crossed, where
         the gradient field is not differentiable and the Taylor expansion behind Theorem C.2 fails."""
@@ -232,6 +223,24 @@ def _hidden_signs(model: MLP, state: State, x: torch.Tensor) -> torch.Tensor:
             else:
                 x = layer(x)
     return torch.cat(signs)
+
+
+def _problem(study: LieStudy, runtime: Runtime) -> _Problem:
+    """The run's network, data and schedule (those of `prepare`), cast to the study's dtype."""
+    run = prepare(study.trajectory, runtime)
+    dtype = DTYPES[study.dtype]
+    model = copy.deepcopy(run.model).to(dtype)
+    if study.activation != "relu":
+        for i, layer in enumerate(model):
+            if isinstance(layer, nn.ReLU):
+                model[i] = ACTIVATIONS[study.activation]()
+    cast = (lambda y: y.to(dtype)) if run.data.task == "regression" else (lambda y: y)
+    data = dataclasses.replace(run.data, x_train=run.data.x_train.to(dtype),
+                               y_train=cast(run.data.y_train), x_test=run.data.x_test.to(dtype),
+                               y_test=cast(run.data.y_test))
+    evaluate = Evaluator(model, data, study.trajectory.seed, study.trajectory.eval_train_size,
+                         study.trajectory.eval_test_size)
+    return _Problem(model, data, run.schedule.to(data.x_train.device), evaluate)
 
 
 def run_study(study: LieStudy, runtime: Runtime = Runtime()) -> dict:
@@ -263,8 +272,8 @@ def run_study(study: LieStudy, runtime: Runtime = Runtime()) -> dict:
     for n, measured in problem.compare(h, along, C).items():
         states = measured.pop("states")
         row = {"step": n, **measured, "correction": h ** 2 * float(flatten(C[n]).norm())}
-        row["ratio"] = (row["approx_error"] / row["forward_error"] if row["forward_error"] > 0
-                        else math.nan)  # n = 1: both errors vanish
+        # NaN at n = 1, where both errors vanish
+        row["ratio"] = stability.ratio(row["approx_error"], row["forward_error"])
         for name, state in states.items():
             metrics = problem.evaluate(state)
             row[f"{name}_train_loss"] = metrics["train_loss"]
@@ -308,13 +317,12 @@ def sweep_table(results: dict[str, dict]) -> pd.DataFrame:
         lrs = result["lrs"]
         for n, s in result["sweep"].items():
             f, a = s["forward_error"], s["approx_error"]
-            changed = [lr for lr, c in zip(lrs, s["sign_changes"]) if c and c > 0]
             rows.append({"study": label, "n": int(n), "slope forward": s["forward_slope"],
                          "slope corrected": s["approx_slope"],
-                         "ratio at smallest h": a[0] / f[0] if f[0] > 0 else math.nan,
+                         "ratio at smallest h": stability.ratio(a[0], f[0]),
                          "halves gap up to h": useful_limit(lrs, f, a),
                          "crossover h": s["crossover"],
-                         "first h with a sign change": min(changed) if changed else math.nan})
+                         "first h with a sign change": _first_sign_change(lrs, s["sign_changes"])})
     return pd.DataFrame(rows).set_index(["study", "n"])
 
 
@@ -358,9 +366,9 @@ def plot_sweep(result: dict, title: str = ""):
                       label="slopes 2 and 3 from the smallest h" if k == 0 else None)
         if math.isfinite(s["crossover"]):
             ax.axvline(s["crossover"], color="0.3", lw=1, ls="--")
-        changed = [lr for lr, c in zip(lrs, s["sign_changes"]) if c and c > 0]
-        if changed and result["study"]["activation"] == "relu":
-            ax.axvspan(min(changed), lrs[-1], color="0.85", alpha=0.5, lw=0,
+        changed_from = _first_sign_change(lrs, s["sign_changes"])
+        if math.isfinite(changed_from) and result["study"]["activation"] == "relu":
+            ax.axvspan(changed_from, lrs[-1], color="0.85", alpha=0.5, lw=0,
                        label="some ReLU changed sign")
         ax.set_title(f"n = {n}: slopes {s['forward_slope']:.2f} and {s['approx_slope']:.2f}",
                      fontsize=10)
