@@ -61,11 +61,15 @@ def closest_multiple(batch_size: int, micro_batches: int) -> int:
     return micro_batches * max(1, math.floor(batch_size / micro_batches + 0.5))
 
 
+def _check_split(batch_size: int, micro_batches: int) -> None:
+    if batch_size % micro_batches:
+        raise ValueError(f"batch_size={batch_size} is not divisible by micro_batches="
+                         f"{micro_batches}; use {closest_multiple(batch_size, micro_batches)}")
+
+
 def micro_batch_rows(rows: torch.Tensor, micro_batches: int) -> torch.Tensor:
     """A schedule row [|B|] as ``[c, |B|/c]``: micro-batch i is the i-th consecutive slice."""
-    if len(rows) % micro_batches:
-        raise ValueError(f"a batch of {len(rows)} examples cannot be split into {micro_batches} "
-                         f"equal micro-batches; use {closest_multiple(len(rows), micro_batches)}")
+    _check_split(len(rows), micro_batches)
     return rows.reshape(micro_batches, -1)
 
 
@@ -110,10 +114,7 @@ class _MicroBatchMaps(_TrainingMaps):
                 or micro_batches < 2:
             raise ValueError(f"micro_batches must be an integer >= 2; got {micro_batches!r}")
         super().__init__(model, loss_fn, inputs, targets, schedule)
-        if self.rows.shape[1] % micro_batches:
-            raise ValueError(
-                f"batch_size={self.rows.shape[1]} is not divisible by micro_batches="
-                f"{micro_batches}; use {closest_multiple(self.rows.shape[1], micro_batches)}")
+        _check_split(self.rows.shape[1], micro_batches)
         self.micro_batches = micro_batches
         self.inner = SGDMaps(model, loss_fn, inputs, targets,
                              schedule.reshape(-1, schedule.shape[1] // micro_batches), lr)

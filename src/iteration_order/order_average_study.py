@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
 
+from .hessian import flatten
 from .order_average import closest_multiple, gradients_and_correction, micro_batch_rows
 from .parallel import run_many
 from .trajectory import Runtime, TrajectoryConfig, prepare
@@ -31,8 +31,9 @@ __all__ = ["OrderAverageExperiment", "correction_at_start", "summary_table", "pl
 # The experiment of Figures 14–19: every update on the same batches, one cached run each
 # ------------------------------------------------------------------------------------------------
 
-LARGE, LARGE_SLOW, SMALL, AVERAGE, NATURAL = "large", "large, lr h/c", "small", "average", \
-    "λ = ½h′²"
+# variant names, which label the runs in tables and legends
+LARGE, LARGE_SLOW, SMALL, AVERAGE = "large", "large, lr h/c", "small", "average"
+NATURAL = "λ = ½h′²"  # the weight the exact order average implies (Lemma C.1)
 
 
 def lambda_label(multiple: float) -> str:
@@ -102,33 +103,34 @@ class OrderAverageExperiment:
                 for seed in self.seeds for c in self.splits
                 for name, config in self.variants(c).items()}
 
-    def run(self, jobs: int = 1, runtime=None) -> dict[tuple[int, int, str], dict]:
+    def run(self, jobs: int = 1, runtime: Runtime = Runtime()
+            ) -> dict[tuple[int, int, str], dict]:
         configs = self.configs()
-        results = run_many(list(configs.values()), runtime or Runtime(), jobs=jobs)
+        results = run_many(list(configs.values()), runtime, jobs=jobs)
         return dict(zip(configs, results))
 
 
-def correction_at_start(experiment: OrderAverageExperiment, seed: int, runtime=None):
+def correction_at_start(experiment: OrderAverageExperiment, seed: int,
+                        runtime: Runtime = Runtime()) -> pd.DataFrame:
     """Per split c, on the first batch at θ_0: the large step h‖∇L_B‖, the correction at λ = h²,
     h²‖Σ_{i≠j} H_i g_j‖, their ratio, and the cosine between the correction and ∇L_B (> 0: the
     correction points uphill, against the step)."""
     rows = []
     for c in experiment.splits:
-        run = prepare(experiment.configs()[(seed, c, LARGE)], runtime or Runtime())
+        run = prepare(experiment.variants(c)[LARGE].replace(seed=seed), runtime)
         params = {k: run.state0[k] for k in run.maps.param_names}
-        loss_fn = run.maps.loss_fn
         grads, correction = gradients_and_correction(
-            run.model, loss_fn, run.data.x_train, run.data.y_train,
-            micro_batch_rows(run.schedule[0].to(run.data.x_train.device), c), params)
-        g = torch.cat([sum(gi[k] for gi in grads).flatten() / c for k in params])
-        C = torch.cat([correction[k].flatten() for k in params])
+            run.model, run.maps.loss_fn, run.data.x_train, run.data.y_train,
+            micro_batch_rows(run.maps.rows[0], c), params)
+        g = flatten({k: sum(gi[k] for gi in grads) / c for k in params})  # ∇L_B
+        C = flatten(correction)
         step, term = experiment.lr * float(g.norm()), experiment.lr ** 2 * float(C.norm())
         rows.append({"c": c, "h‖∇L_B‖": step, "h²‖correction‖": term, "ratio": term / step,
                      "cos(correction, ∇L_B)": float(g @ C / (g.norm() * C.norm()))})
     return pd.DataFrame(rows).set_index("c")
 
 
-def summary_table(experiment: OrderAverageExperiment, results: dict):
+def summary_table(experiment: OrderAverageExperiment, results: dict) -> pd.DataFrame:
     """One row per (seed, c, variant): its settings and where the run ended."""
     rows = []
     for (seed, c, name), r in results.items():
@@ -197,8 +199,8 @@ def plot_curves(experiment: OrderAverageExperiment, results: dict, seed: int):
             ax.set_ylabel("loss")
             low = min(r[key][-1] for r in finite)
             high = max(r[key][0] for r in finite)
-            ax.set_ylim(low - 0.05 * (high - low), high + 0.1 * (high - low))  # diverging
-            # runs leave through the top
+            # from the finite runs only: a diverging run leaves through the top
+            ax.set_ylim(low - 0.05 * (high - low), high + 0.1 * (high - low))
         span = max(float(np.abs(np.concatenate(deltas)).max()), 10 * _LINEAR_BELOW)
         row[2].set_yscale("symlog", linthresh=_LINEAR_BELOW, linscale=0.5)
         row[2].set_ylim(-1.5 * span, 1.5 * span)
