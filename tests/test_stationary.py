@@ -6,17 +6,6 @@ from scipy import stats
 
 from iteration_order import iterates
 from iteration_order import stationary as st
-from iteration_order.stationary_study import StationaryStudy
-
-SMALL = dict(chains=20, steps=24, early_step=2, grid_points=6, trace_chains=2, wrong_scale=1.2,
-             alpha=0.05, seed=0, quadratic_h=0.1, quadratic_noise=1.0, quadratic_theta0=3.0,
-             regression_points=64, regression_dim=3, regression_batch=16, regression_h=0.1,
-             network_points=32, network_span=2.0, network_teacher=(1.0, 0.5, 1.0),
-             network_noise=0.05, network_batch=8, network_h=0.5, network_theta0=(2.0, 0.0, 0.5))
-
-
-def small_study(**changes) -> StationaryStudy:
-    return StationaryStudy(**{**SMALL, **changes})
 
 
 def recording(draw):
@@ -162,9 +151,20 @@ def test_regression_refuses_maps_that_are_not_contractions():
 
 # ---- the network ---------------------------------------------------------------------------------
 
+def test_network_problem_cuts_the_teacher_data_into_fixed_disjoint_batches():
+    problem = st.network_problem(points=30, span=2.0, teacher=(1.0, 0.5, 1.0), noise=0.0,
+                                 batch=8, seed=0)
+    x, y = problem["x"], problem["y"]
+    assert x.shape == y.shape == (3, 8)  # K = 30 // 8 batches; the 6 left over are dropped
+    assert len(set(x.flatten().tolist())) == 24  # no input used twice
+    grid = torch.linspace(-2.0, 2.0, 30, dtype=torch.float64)
+    assert all(torch.isclose(grid, v).any() for v in x.flatten())
+    torch.testing.assert_close(y, torch.tanh(x + 0.5), rtol=0, atol=1e-15)  # noise = 0: the teacher
+
+
 def test_vmapped_network_step_is_each_chain_own_sgd_step():
-    study = small_study()
-    problem = st.network_problem(study)
+    problem = st.network_problem(points=32, span=2.0, teacher=(1.0, 0.5, 1.0), noise=0.05,
+                                 batch=8, seed=0)
     choices = torch.tensor([[0, 3, 1]])
     theta = torch.tensor([[1.0, 0.2, 0.7], [2.0, -0.1, 0.4], [0.5, 0.5, 1.5]], dtype=torch.float64)
     moved = st.network_maps(problem, choices, 0.5)[0](theta)

@@ -38,6 +38,7 @@ import torch
 from scipy import stats
 from torch.func import grad, jacrev, vmap
 
+from .schedule import batch_schedule
 from .seeding import generator
 
 __all__ = ["affine_chains", "quadratic_draw", "quadratic_stationary_variance", "regression_maps",
@@ -88,15 +89,14 @@ def affine_chains(draw: Draw, theta0: np.ndarray, steps: int, chains: int,
     tail = _TailSpread()
     for n in range(1, steps + 1):
         A, b = draw(rng, chains)
-        if n - 1 in increments_at:  # θ^B_n − θ^B_{n-1} = P_{n-1}(T_n(θ_0) − θ_0)
+        new = np.einsum("cij,cj->ci", A, x) + b
+        if n - 1 in increments_at:  # backward: θ^B_n − θ^B_{n-1} = P_{n-1}(T_n(θ_0) − θ_0)
+            out["forward_increment"][n - 1] = np.linalg.norm(new - x, axis=1)
             moved = np.einsum("cij,j->ci", A, theta0) + b - theta0
             out["backward_increment"][n - 1] = np.linalg.norm(
                 np.einsum("cij,cj->ci", P, moved), axis=1)
         S = S + np.einsum("cij,cj->ci", P, b)
         P = P @ A
-        new = np.einsum("cij,cj->ci", A, x) + b
-        if n - 1 in increments_at:
-            out["forward_increment"][n - 1] = np.linalg.norm(new - x, axis=1)
         x = new
         if n in record:
             out["forward"][n] = x.copy()
@@ -105,6 +105,7 @@ def affine_chains(draw: Draw, theta0: np.ndarray, steps: int, chains: int,
             tail.add(x)
     out["tail_sd"] = tail.sd() if tail.count else np.full((chains, d), np.nan)
     return out
+
 
 def quadratic_draw(h: float, noise: float) -> Draw:
     """Sec. 3.1's maps T(θ) = (1−h)θ + hε, ε ~ N(0, noise²), as (A, b) for one step of all chains."""
@@ -178,18 +179,15 @@ _per_chain_grad = vmap(grad(_batch_loss))
 _per_chain_hessian = vmap(jacrev(grad(_batch_loss)), in_dims=(0, None, None))
 
 
-def network_problem(study, device: str | torch.device = "cpu") -> dict:
-    """The teacher's noisy data, cut once into K = points // batch fixed batches ``x[k], y[k]``
-    (``study``: ``seed`` and the ``network_*`` fields, as in `stationary_study.StationaryStudy`)."""
-    g = generator(study.seed, "network-data")
-    x = torch.linspace(-study.network_span, study.network_span, study.network_points,
-                       dtype=torch.float64)
-    teacher = torch.tensor(study.network_teacher, dtype=torch.float64)
-    y = _tanh_unit(teacher, x) + study.network_noise * torch.randn(
-        study.network_points, generator=g, dtype=torch.float64)
-    K = study.network_points // study.network_batch
-    rows = torch.randperm(study.network_points, generator=generator(study.seed, "network-batches"))
-    rows = rows[: K * study.network_batch].view(K, study.network_batch)
+def network_problem(points: int, span: float, teacher, noise: float, batch: int, seed: int,
+                    device: str | torch.device = "cpu") -> dict:
+    """``points`` inputs evenly spaced on [−span, span], labelled by the teacher v·tanh(wx + b)
+    (``teacher`` = (w, b, v)) plus N(0, noise²) noise, and cut once into K = points // batch fixed
+    batches ``x[k], y[k]`` (one epoch of `batch_schedule`)."""
+    x = torch.linspace(-span, span, points, dtype=torch.float64)
+    y = _tanh_unit(torch.tensor(teacher, dtype=torch.float64), x) + noise * torch.randn(
+        points, generator=generator(seed, "network-data"), dtype=torch.float64)
+    rows = batch_schedule(points, batch, points // batch, generator(seed, "network-batches"))
     return {"x": x[rows].to(device), "y": y[rows].to(device)}
 
 

@@ -128,29 +128,32 @@ def _backward_steps(study: StationaryStudy) -> list[int]:
     return sorted({study.early_step, study.steps // 2, study.steps})
 
 
+def _on_grid(series: dict, grid: list[int], rows=slice(None)) -> np.ndarray:
+    """``series[n][rows]`` for n on the grid, one column per step: [rows, len(grid)]."""
+    return np.stack([series[n][rows] for n in grid], axis=1)
+
+
 def _affine_sample(draw: Draw, theta0: np.ndarray, study: StationaryStudy, grid: list[int],
                    rng: np.random.Generator) -> dict:
     """Run 2C chains; chains 0..C−1 give the forward sample, C..2C−1 the backward sample (the
     first ``trace_chains`` of them, in both orders, are the single chains shown)."""
     C, t, N = study.chains, study.trace_chains, study.steps
-    out = affine_chains(draw, theta0, N, 2 * C, rng, set(grid) | set(_backward_steps(study)),
-                        set(grid))
+    needed = _backward_steps(study)
+    out = affine_chains(draw, theta0, N, 2 * C, rng, set(grid) | set(needed), set(grid))
     traced = slice(C, C + t)
     return {"forward": {n: v[:C] for n, v in out["forward"].items()},
-            "backward": {n: out["backward"][n][C:] for n in _backward_steps(study)},
+            "backward": {n: out["backward"][n][C:] for n in needed},
             "tail_sd": out["tail_sd"][:C],
-            "trace": {"forward": np.stack([out["forward"][n][traced, 0] for n in grid], axis=1),
-                      "backward": np.stack([out["backward"][n][traced, 0] for n in grid], axis=1),
-                      "forward_increment": np.stack([out["forward_increment"][n][traced]
-                                                     for n in grid], axis=1),
-                      "backward_increment": np.stack([out["backward_increment"][n][traced]
-                                                      for n in grid], axis=1)},
-            "rate_increments": np.stack([out["backward_increment"][n][C:] for n in grid])}
+            "trace": {"forward": _on_grid(out["forward"], grid, (traced, 0)),
+                      "backward": _on_grid(out["backward"], grid, (traced, 0)),
+                      "forward_increment": _on_grid(out["forward_increment"], grid, traced),
+                      "backward_increment": _on_grid(out["backward_increment"], grid, traced)},
+            "rate_increments": _on_grid(out["backward_increment"], grid, slice(C, None)).T}
 
 
-def _network_chains(study: StationaryStudy, record: set[int], grid: list[int],
-                    device) -> tuple[dict, float]:
-    """`_affine_sample`'s outputs for the network, by the order engine on vmapped maps.
+def _network_chains(study: StationaryStudy, grid: list[int], device) -> tuple[dict, float, float]:
+    """`_affine_sample`'s outputs for the network, by the order engine on vmapped maps, with the
+    local contraction factor over the backward limits and at θ_0 (`_network_contraction`).
 
     The forward order runs on the forward sample plus the trace chains; the backward order on the
     backward sample is requested at the three steps the tests need (n map applications each); the
@@ -158,7 +161,10 @@ def _network_chains(study: StationaryStudy, record: set[int], grid: list[int],
     trace chains give fitted rates here.
     """
     C, t, N = study.chains, study.trace_chains, study.steps
-    problem = network_problem(study, device)
+    needed = _backward_steps(study)
+    record = set(grid) | set(needed)
+    problem = network_problem(study.network_points, study.network_span, study.network_teacher,
+                              study.network_noise, study.network_batch, study.seed, device)
     g = generator(study.seed, "network-choices")
     K = len(problem["x"])
     choices = torch.stack([torch.randint(K, (2 * C,), generator=g) for _ in range(N)]).to(device)
@@ -178,21 +184,21 @@ def _network_chains(study: StationaryStudy, record: set[int], grid: list[int],
         previous = theta
     backward_maps = network_maps(problem, choices[:, C:], study.network_h)
     backward = {n: theta.cpu().numpy() for n, theta in iterates(
-        backward_maps, theta0.expand(C, 3), "backward", at=_backward_steps(study))}
+        backward_maps, theta0.expand(C, 3), "backward", at=needed)}
     trace_maps = network_maps(problem, choices[:, traced], study.network_h)
     pairs = {n: theta.cpu().numpy() for n, theta in iterates(
         trace_maps, theta0.expand(t, 3), "backward", at=sorted(set(grid) | {n + 1 for n in grid}))}
     increments = np.stack([np.linalg.norm(pairs[n + 1] - pairs[n], axis=1) for n in grid])
     raw = {"forward": {n: v[:C] for n, v in forward.items()}, "backward": backward,
            "tail_sd": tail.sd(),
-           "trace": {"forward": np.stack([forward[n][C:, 0] for n in grid], axis=1),
-                     "backward": np.stack([pairs[n][:, 0] for n in grid], axis=1),
-                     "forward_increment": np.stack([forward_increment[n] for n in grid], axis=1),
+           "trace": {"forward": _on_grid(forward, grid, (slice(C, None), 0)),
+                     "backward": _on_grid(pairs, grid, (slice(None), 0)),
+                     "forward_increment": _on_grid(forward_increment, grid),
                      "backward_increment": increments.T},
            "rate_increments": increments}
-    raw["k_start"] = _network_contraction(problem, theta0[None], study.network_h)
     k = _network_contraction(problem, torch.as_tensor(backward[N], device=device), study.network_h)
-    return raw, k
+    return raw, k, _network_contraction(problem, theta0[None], study.network_h)
+
 
 # ------------------------------------------------------------------------------------------------
 # Summaries
@@ -257,7 +263,7 @@ def _summarise(name: str, raw: dict, k: float, study: StationaryStudy, grid: lis
         "alpha": study.alpha,
         "critical_distance": _critical_distance(study.chains, study.chains, study.alpha),
         "histograms": _histograms(fwd[N], limit),
-        "forward_mean": fwd[N].mean(axis=0).tolist(), "backward_mean": limit.mean(axis=0).tolist(),
+        "forward_mean": centre.tolist(), "backward_mean": limit.mean(axis=0).tolist(),
         "forward_sd": fwd[N].std(axis=0).tolist(), "backward_sd": limit.std(axis=0).tolist(),
         "single_chain_sd": np.median(raw["tail_sd"], axis=0).tolist(),
         "backward_drift": _quantiles(np.linalg.norm(bwd[N] - bwd[half], axis=1)),
@@ -275,8 +281,8 @@ def _summarise(name: str, raw: dict, k: float, study: StationaryStudy, grid: lis
 def _run_problem(name: str, study: StationaryStudy, device) -> dict:
     grid = record_grid(study.steps, study.grid_points)
     if name == "network":
-        raw, k = _network_chains(study, set(grid) | set(_backward_steps(study)), grid, device)
-        return {**_summarise(name, raw, k, study, grid), "k_start": raw["k_start"]}
+        raw, k, k_start = _network_chains(study, grid, device)
+        return {**_summarise(name, raw, k, study, grid), "k_start": k_start}
     rng = np.random.default_rng(stream_seed(study.seed, f"{name}-chains"))
     if name == "quadratic":
         raw = _affine_sample(quadratic_draw(study.quadratic_h, study.quadratic_noise),
