@@ -2,12 +2,19 @@
 
 Read top-down as the paper: orders over any maps (`iterates`), the SGD maps of a network
 (`sgd_maps`, `optimizer_maps`), then whole trajectories with recorded curves (`run_trajectory`),
-their cost before they start (`estimate_costs`) and many of them in parallel (`run_many`).
+their cost before they start (`estimate_costs`) and many of them in parallel (`run_many`); then
+second-order tools without Hessians (`BatchLoss`, `top_eigenpairs`), Appendix C's approximate
+backward iterate (`approximate_backward`), Appendix D's micro-batch updates (`update_maps`) and
+Hessian probes along any run (`run_probes`).
+
+Each book page's experiment (configs, tables, figures) lives in its own module, imported by its
+template: `pages` (figure pages), `summary`, `lie_study`, `order_average_study`, `sharpness_study`,
+`stationary_study`, `theory`. The package itself needs no plotting library.
 """
 from .cache import atomic_write_json, config_hash, read_json
 from .data import DATASET_NAMES, DataNotFoundError, Dataset, load_dataset
-from .maps import (OptimizerMaps, SGDMaps, initial_optimizer_state, initial_state, optimizer_maps,
-                   sgd_maps, supports_grouping)
+from .maps import (OptimizerMaps, SGDMaps, check_schedule, initial_optimizer_state, initial_state,
+                   optimizer_maps, sgd_maps, supports_grouping)
 from .models import MLP, MODEL_NAMES, build_model
 from .orders import (Backward, Forward, GroupedMaps, InPlaceMaps, Iteration, Order, Reset, SwitchAt,
                      as_order, iterates, planned_applications)
@@ -17,5 +24,9 @@ from .trajectory import (ENGINES, OPTIMIZERS, Runtime, TrajectoryConfig, parse_r
                          recorded_steps, run_trajectory)
 from .cost import CostEstimate, cost_table, estimate_costs
 from .parallel import run_many
+from .hessian import BatchLoss, top_eigenpairs
+from .lie import approximate_backward, corrections, lie_bracket
+from .order_average import UPDATES, gradients_and_correction, update_maps
+from .sharpness import HessianProbe, Probe, run_probes
 
 __version__ = "0.1.0"

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from .hessian import BatchLoss
-from .maps import _check as _check_schedule  # the schedule checks of sgd_maps
+from .maps import check_schedule
 from .maps import initial_state, sgd_maps
 from .orders import iterates, steps_to_record
 
@@ -108,7 +108,7 @@ def corrections(model: nn.Module, loss_fn: Callable, inputs: torch.Tensor, targe
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
-    rows = _check_schedule(inputs, targets, schedule)
+    rows = check_schedule(inputs, targets, schedule)
     steps = steps_to_record(len(rows), at)
     theta0 = initial_state(model)
 

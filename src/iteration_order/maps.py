@@ -34,7 +34,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 __all__ = ["initial_state", "sgd_maps", "optimizer_maps", "initial_optimizer_state",
-           "SGDMaps", "OptimizerMaps", "supports_grouping"]
+           "SGDMaps", "OptimizerMaps", "supports_grouping", "check_schedule"]
 
 State = dict[str, torch.Tensor]
 
@@ -59,7 +59,9 @@ def supports_grouping(model: nn.Module) -> bool:
     return not any(True for _ in model.buffers())
 
 
-def _check(inputs: torch.Tensor, targets: torch.Tensor, schedule: torch.Tensor) -> torch.Tensor:
+def check_schedule(inputs: torch.Tensor, targets: torch.Tensor,
+                   schedule: torch.Tensor) -> torch.Tensor:
+    """The schedule on the inputs' device, after checking it indexes the examples it is given."""
     if schedule.ndim != 2 or schedule.dtype != torch.int64:
         raise ValueError(f"schedule must be a [steps, batch] int64 tensor; got {schedule.dtype} "
                          f"{list(schedule.shape)}")
@@ -77,7 +79,7 @@ class _TrainingMaps(Sequence):
                  targets: torch.Tensor, schedule: torch.Tensor):
         self.model, self.loss_fn = model, loss_fn
         self.inputs, self.targets = inputs, targets
-        self.rows = _check(inputs, targets, schedule)
+        self.rows = check_schedule(inputs, targets, schedule)
         self.param_names = tuple(name for name, _ in model.named_parameters())
         self._workspace_model: nn.Module | None = None
         self._workspace_params: list[torch.Tensor] = []
