@@ -122,3 +122,18 @@ def test_a_page_in_an_unknown_part_is_reported(tmp_path):
     problems = check_registry(registry)
     assert problems == ["lost: unknown part 'nowhere'; parts are theory, practice, appendices, "
                         "extensions"]
+
+
+def test_resolved_parameters_add_the_template_defaults_a_page_leaves_out():
+    defaults = experiments.template_defaults(experiments.template_path("fig02-resnet18"))
+    resolved = experiments.resolved_parameters("fig02-resnet18", "cpu")
+    assert "depth" not in parameters("fig02-resnet18", "cpu")  # irrelevant to a ResNet ...
+    assert resolved["depth"] == defaults["depth"]              # ... yet part of its config
+    assert resolved["model"] == "resnet18" != defaults["model"]  # the page's own values win
+
+
+def test_the_header_shows_template_defaults_as_such():
+    text = book._header("fig02-resnet18", "cpu", parameters("fig02-resnet18", "cpu"), 60.0, "day")
+    assert "| `model` | `\"resnet18\"` | this page |" in text
+    assert "| `depth` | `2` | template default |" in text
+    assert "`jobs`" not in text  # runtime parameters are not part of the science

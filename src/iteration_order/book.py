@@ -21,8 +21,9 @@ from pathlib import Path
 
 import nbformat
 
-from .experiments import (PARTS, PROFILES, ROOT, check_registry, default_profile, departures,
-                          load_pages, page, parameters, template_path)
+from .experiments import (PARTS, PROFILES, ROOT, RUNTIME_PARAMETERS, check_registry,
+                          default_profile, departures, load_pages, page, parameters,
+                          template_defaults, template_path)
 
 __all__ = ["main", "run_pages", "fingerprint", "BOOK"]
 
@@ -54,7 +55,12 @@ def _executed_fingerprint(path: Path) -> str | None:
 
 def _header(name: str, profile: str, params: dict, wall: float, day: str) -> str:
     entry = page(name)
-    rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in params.items())
+    # the template's defaults also enter the run (and its cache name): show them, marked as such
+    defaults = {k: v for k, v in template_defaults(template_path(name)).items()
+                if k not in params and k not in RUNTIME_PARAMETERS}
+    rows = "\n".join([f"| `{k}` | `{json.dumps(v)}` | this page |" for k, v in params.items()]
+                     + [f"| `{k}` | `{json.dumps(v)}` | template default |"
+                        for k, v in defaults.items()])
     gaps = departures(name, profile)
     gap_text = "\n".join(f"- {g}" for g in gaps) if gaps else "- none: these are the paper's settings"
     return (f"# {entry['title']}\n\n"
@@ -64,7 +70,8 @@ def _header(name: str, profile: str, params: dict, wall: float, day: str) -> str
             f"{platform.machine()} ({os.cpu_count()} cores) on {day}. Rerun it with "
             f"`python -m iteration_order.book run --profile {profile} --only {name}`.\n\n"
             f"**Departures from the paper at this profile:**\n\n{gap_text}\n\n"
-            f"```{{dropdown}} All parameters of this run\n| parameter | value |\n|---|---|\n"
+            f"```{{dropdown}} All parameters of this run\n| parameter | value | set by |\n"
+            f"|---|---|---|\n"
             f"{rows}\n```\n")
 
 

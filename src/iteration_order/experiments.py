@@ -20,7 +20,8 @@ from pathlib import Path
 import yaml
 
 __all__ = ["PARTS", "PROFILES", "ROOT", "load_pages", "page", "parameters", "departures",
-           "default_profile", "template_path", "template_parameters", "check_registry"]
+           "default_profile", "template_path", "template_parameters", "template_defaults",
+           "resolved_parameters", "check_registry"]
 
 PROFILES = ("smoke", "cpu", "paper")
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,8 +84,29 @@ def template_path(name: str, path: Path = REGISTRY) -> Path:
 
 def template_parameters(template: Path) -> set[str]:
     """The names a template's ``parameters`` cell declares (papermill's own inspection)."""
+    return set(template_defaults(template))
+
+
+@lru_cache(maxsize=None)
+def _defaults(template: str) -> dict:
+    import ast
+
     import papermill
-    return set(papermill.inspect_notebook(str(template)))
+    return {name: ast.literal_eval(spec["default"])
+            for name, spec in papermill.inspect_notebook(template).items()}
+
+
+def template_defaults(template: Path) -> dict:
+    """The values a template's ``parameters`` cell assigns (its smoke defaults), by name."""
+    return dict(_defaults(str(template)))
+
+
+def resolved_parameters(name: str, profile: str, path: Path = REGISTRY) -> dict:
+    """Every value a page runs with: its template's defaults, overridden by its registry entry.
+
+    A page need not set a parameter that does not matter to it (the depth of an MLP for a ResNet
+    page), but the template's default still enters the run's config and so its cache name."""
+    return {**template_defaults(template_path(name, path)), **parameters(name, profile, path)}
 
 
 def check_registry(path: Path = REGISTRY) -> list[str]:

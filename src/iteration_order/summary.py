@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .experiments import page, parameters
+from .experiments import page, resolved_parameters
 from .pages import OrdersExperiment, stability_table
 from .parallel import run_many
 from .seeding import stream_seed
@@ -64,7 +64,7 @@ class SummaryConfig:
 def page_experiment(name: str, profile: str, train_missing: bool, runtime: Runtime = Runtime(),
                     jobs: int = 1) -> tuple[OrdersExperiment, dict]:
     """A figure page's experiment at a profile and its results, loaded from the cache."""
-    experiment = OrdersExperiment.from_parameters(parameters(name, profile))
+    experiment = OrdersExperiment.from_parameters(resolved_parameters(name, profile))
     missing = [c for c in experiment.configs() if not result_path(c, runtime).is_file()]
     if missing and not train_missing:
         raise ValueError(
