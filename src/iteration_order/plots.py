@@ -108,10 +108,12 @@ def plot_claims(claims, ratios_by_page: dict, shown: list[str]):
     bootstrap interval (bar), one column per page, on a log scale with the no-effect line at 1."""
     import numpy as np
 
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.6), squeeze=False,
-                             sharey=True)
+    columns = min(2, len(shown))
+    rows = -(-len(shown) // columns)
     pages = list(ratios_by_page)
-    for ax, claim in zip(axes[0], shown):
+    fig, axes = plt.subplots(rows, columns, figsize=(max(5.0, 0.55 * len(pages)) * columns,
+                                                     4.2 * rows), squeeze=False, sharey=True)
+    for ax, claim in zip(axes.flat, shown):
         for x, name in enumerate(pages):
             per_seed = ratios_by_page[name]
             if claim not in per_seed:
@@ -129,6 +131,9 @@ def plot_claims(claims, ratios_by_page: dict, shown: list[str]):
         ax.set_yscale("log")
         ax.set_xticks(range(len(pages)), pages, rotation=60, ha="right", fontsize=8)
         ax.set_title(claim, fontsize=9)
-    axes[0][0].set_ylabel("other order / forward (per seed)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("other order / forward (per seed)")
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
     fig.tight_layout()
     return fig
