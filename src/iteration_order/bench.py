@@ -137,35 +137,47 @@ def bench_case(name: str, config: TrajectoryConfig, device: str, repeats: int,
                       best["batched"], group_size, ceiling(run), best["two_threads"])
 
 
-def _seed_job(config: TrajectoryConfig, device: str, barrier, out) -> None:
+def _seed_worker(config: TrajectoryConfig, device: str, index: int, repeats: int, barrier,
+                 out) -> None:
+    """One single-thread worker: prepared and warmed up once, then, per repetition, a turn alone
+    (the workers take turns: the serial baseline) and a run side by side with the other worker."""
     run = prepare(config, Runtime(device=device, threads=1, progress=False))
-    if barrier is not None:
+    engine(run)  # warm-up: first-call allocations are not part of the throughput
+    for repeat in range(repeats):
+        for turn in range(2):
+            barrier.wait()  # the other worker waits here until this turn is over
+            if turn == index:
+                start = time.time()
+                engine(run)
+                out.put(("serial", repeat, start, time.time()))
         barrier.wait()
-    start = time.time()
-    engine(run)
-    out.put((config.seed, start, time.time()))
+        start = time.time()
+        engine(run)
+        out.put(("parallel", repeat, start, time.time()))
 
 
-def bench_processes(config: TrajectoryConfig, device: str) -> dict:
-    """Two seeds in two single-thread processes against the same two seeds in one process."""
+def bench_processes(config: TrajectoryConfig, device: str, repeats: int) -> dict:
+    """Two seeds in two single-thread processes at once against the same two processes taking
+    turns: best of ``repeats`` for each, after a warm-up, with no process start-up in the timing."""
     ctx = mp.get_context("spawn")
-    seeds = [config.replace(seed=s) for s in (0, 1)]
-    queue = ctx.Queue()
-    for c in seeds:  # one process, one after the other (a fresh process, like the parallel ones)
-        p = ctx.Process(target=_seed_job, args=(c, device, None, queue))
-        p.start()
-        p.join()
-    one = [queue.get() for _ in seeds]
-    serial = sum(end - start for _, start, end in one)
-    barrier = ctx.Barrier(len(seeds))
-    procs = [ctx.Process(target=_seed_job, args=(c, device, barrier, queue)) for c in seeds]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    two = [queue.get() for _ in seeds]
-    parallel = max(end for _, _, end in two) - min(start for _, start, _ in two)
-    return {"serial_seconds": serial, "parallel_seconds": parallel,
+    queue, barrier = ctx.Queue(), ctx.Barrier(2)
+    workers = [ctx.Process(target=_seed_worker,
+                           args=(config.replace(seed=seed), device, seed, repeats, barrier, queue))
+               for seed in (0, 1)]
+    for w in workers:
+        w.start()
+    records = [queue.get() for _ in range(4 * repeats)]  # read before join: the queue may block
+    for w in workers:
+        w.join()
+    serial = min(sum(end - start for kind, r, start, end in records
+                     if kind == "serial" and r == repeat) for repeat in range(repeats))
+    spans = []
+    for repeat in range(repeats):
+        both = [(start, end) for kind, r, start, end in records
+                if kind == "parallel" and r == repeat]
+        spans.append(max(e for _, e in both) - min(s for s, _ in both))
+    parallel = min(spans)
+    return {"serial_seconds": serial, "parallel_seconds": parallel, "repeats": repeats,
             "two processes / one process (throughput)": serial / parallel}
 
 
@@ -177,8 +189,8 @@ def render(results: list[CaseResult], processes: dict, device: str) -> str:
     for r in results:
         cells = " | ".join(f"{v:.2f}" for v in r.ratios().values())
         lines.append(f"| {r.name} (group {r.group_size}) | {r.applications} | {cells} |")
-    lines += ["", "Two seeds in two single-thread processes against the same seeds one after the "
-              "other (throughput ratio):", ""]
+    lines += ["", "Two seeds in two single-thread processes at once against the same processes "
+              "taking turns (throughput ratio, best of the repetitions after a warm-up):", ""]
     lines += [f"- {name}: {p['two processes / one process (throughput)']:.2f}"
               for name, p in processes.items()]
     return "\n".join(lines)
@@ -200,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     results = [bench_case(name, config, device, args.repeats, args.group_size)
                for name, config in CASES.items()]
-    processes = {name: bench_processes(config, device) for name, config in CASES.items()}
+    processes = {name: bench_processes(config, device, min(args.repeats, 2))
+                 for name, config in CASES.items()}
     table = render(results, processes, device)
     payload = {"device": device, "machine": platform.machine(), "torch": torch.__version__,
                "command": "python -m iteration_order.bench " + " ".join(argv or []),
