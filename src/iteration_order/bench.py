@@ -123,7 +123,8 @@ def bench_case(name: str, config: TrajectoryConfig, device: str, repeats: int,
     dev = run.device
     timings = {"hand": [], "sequential": [], "batched": [], "two_threads": []}
     # warm-up: allocator, autograd and vmap caches
-    hand_loop(run, last=8), engine(run, last=8), engine(run, group_size, last=8)
+    warm = min(8, config.steps)
+    hand_loop(run, last=warm), engine(run, last=warm), engine(run, group_size, last=warm)
     for _ in range(repeats):  # interleaved, so a slow moment hurts every method alike
         set_threads(1)
         timings["hand"].append(_timed(lambda: hand_loop(run), dev))
