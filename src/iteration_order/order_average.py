@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -116,9 +117,14 @@ class _MicroBatchMaps(_TrainingMaps):
         super().__init__(model, loss_fn, inputs, targets, schedule)
         _check_split(self.rows.shape[1], micro_batches)
         self.micro_batches = micro_batches
-        self.inner = SGDMaps(model, loss_fn, inputs, targets,
-                             schedule.reshape(-1, schedule.shape[1] // micro_batches), lr)
         self.lr = lr
+
+    @cached_property
+    def inner(self) -> SGDMaps:
+        """SGD of lr h′ over the micro-batch schedule; built on first use (the regularised update,
+        which takes one large step, never needs it)."""
+        return SGDMaps(self.model, self.loss_fn, self.inputs, self.targets,
+                       self.rows.reshape(-1, self.rows.shape[1] // self.micro_batches), self.lr)
 
     def micro_rows(self, rows: torch.Tensor) -> torch.Tensor:
         return micro_batch_rows(rows, self.micro_batches)
