@@ -2,8 +2,8 @@
 import nbformat
 import pytest
 
-from iteration_order import book, experiments
-from iteration_order.experiments import PROFILES, check_registry, load_pages, parameters
+from iteration_order.book import registry, runner
+from iteration_order.book.registry import PROFILES, check_registry, load_pages, parameters
 
 
 def test_every_page_uses_only_parameters_its_template_declares():
@@ -22,23 +22,23 @@ def test_unknown_page_or_profile_fails_with_the_allowed_names():
     with pytest.raises(ValueError, match="unknown profile 'gpu'; allowed: smoke, cpu, paper"):
         parameters("fig04-x2", "gpu")
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
-        book.run_pages("fast")
+        runner.run_pages("fast")
     with pytest.raises(ValueError, match="unknown page 'nope'"):
-        book.run_pages("smoke", only=["nope"])
+        runner.run_pages("smoke", only=["nope"])
 
 
 def test_cli_rejects_bad_names_before_running_anything(capsys):
     with pytest.raises(SystemExit):
-        book.main(["run", "--profile", "smoke", "--only", "nope"])
+        runner.main(["run", "--profile", "smoke", "--only", "nope"])
     assert "unknown page 'nope'" in capsys.readouterr().err
 
 
 def test_departures_list_every_changed_value_and_the_written_notes():
-    lines = experiments.departures("fig02-resnet18", "cpu")
+    lines = registry.departures("fig02-resnet18", "cpu")
     steps = parameters('fig02-resnet18', 'cpu')['steps']
     assert f'`steps` = {steps} (paper: 2000)' in lines
     assert any("subset" in line for line in lines)
-    assert not [l for l in experiments.departures("fig04-x2", "paper") if l.startswith("`")]
+    assert not [l for l in registry.departures("fig04-x2", "paper") if l.startswith("`")]
 
 
 def test_profiles_merge_common_values():
@@ -47,23 +47,23 @@ def test_profiles_merge_common_values():
 
 
 def test_fingerprint_tracks_parameters_and_profile():
-    assert book.fingerprint("fig04-x2", "cpu") != book.fingerprint("fig04-x2", "smoke")
-    assert book.fingerprint("fig04-x2", "cpu") == book.fingerprint("fig04-x2", "cpu")
-    assert book.fingerprint("fig04-x2", "cpu") != book.fingerprint("fig05-cos10", "cpu")
+    assert runner.fingerprint("fig04-x2", "cpu") != runner.fingerprint("fig04-x2", "smoke")
+    assert runner.fingerprint("fig04-x2", "cpu") == runner.fingerprint("fig04-x2", "cpu")
+    assert runner.fingerprint("fig04-x2", "cpu") != runner.fingerprint("fig05-cos10", "cpu")
 
 
 def test_up_to_date_pages_are_skipped(tmp_path, monkeypatch):
-    monkeypatch.setattr(book, "BOOK", tmp_path)
-    monkeypatch.setattr(book, "LOGS", tmp_path / "logs")
+    monkeypatch.setattr(runner, "BOOK", tmp_path)
+    monkeypatch.setattr(runner, "LOGS", tmp_path / "logs")
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("print(1)")]
-    book._decorate(nb, "theory", "smoke", parameters("theory", "smoke"), wall=6.0, day="2026-01-01")
+    runner._decorate(nb, "theory", "smoke", parameters("theory", "smoke"), wall=6.0, day="2026-01-01")
     nb.cells[-1].source = "## What our run shows\n\nan outdated conclusion"
     nbformat.write(nb, tmp_path / "theory.ipynb")
-    assert book.execute_page("theory", "smoke", jobs=1) is False
+    assert runner.execute_page("theory", "smoke", jobs=1) is False
     assert "up to date" in (tmp_path / "logs" / "book-smoke.log").read_text()
     refreshed = nbformat.read(tmp_path / "theory.ipynb", as_version=4)
-    assert "outdated" not in refreshed.cells[-1].source  # the prose follows experiments.yml
+    assert "outdated" not in refreshed.cells[-1].source  # the prose follows registry.yml
     assert "2026-01-01" in refreshed.cells[0].source and len(refreshed.cells) == 3
 
 
@@ -74,27 +74,27 @@ def test_decoration_adds_header_and_conclusion_and_hides_parameters():
     nb.cells[0].metadata["tags"] = ["template-only"]
     nb.cells[1].metadata["tags"] = ["parameters"]
     nb.cells[2].metadata["tags"] = ["injected-parameters"]
-    book._decorate(nb, "fig04-x2", "cpu", parameters("fig04-x2", "cpu"), wall=90.0)
-    book._decorate(nb, "fig04-x2", "cpu", parameters("fig04-x2", "cpu"), wall=90.0)  # idempotent
+    runner._decorate(nb, "fig04-x2", "cpu", parameters("fig04-x2", "cpu"), wall=90.0)
+    runner._decorate(nb, "fig04-x2", "cpu", parameters("fig04-x2", "cpu"), wall=90.0)  # idempotent
     assert len(nb.cells) == 5
     assert nb.cells[0].source.startswith("# Figure 4") and "Profile:** `cpu`" in nb.cells[0].source
     assert "The paper's claim" in nb.cells[0].source and "1.5 min" in nb.cells[0].source
     assert all("remove-cell" in c.metadata["tags"] for c in nb.cells[1:3])
     assert nb.cells[-1].source.startswith("## What our run shows")
-    assert nb.metadata["iteration_order"]["fingerprint"] == book.fingerprint("fig04-x2", "cpu")
+    assert nb.metadata["iteration_order"]["fingerprint"] == runner.fingerprint("fig04-x2", "cpu")
 
 
 def test_toc_lists_only_executed_pages(tmp_path, monkeypatch):
-    monkeypatch.setattr(book, "BOOK", tmp_path)
+    monkeypatch.setattr(runner, "BOOK", tmp_path)
     (tmp_path / "fig05-cos10.ipynb").write_text("{}")
     toc = tmp_path / "_toc.yml"
-    assert book.write_toc(toc) == ["fig05-cos10"]
+    assert runner.write_toc(toc) == ["fig05-cos10"]
     text = toc.read_text()
     assert "book/fig05-cos10" in text and "book/fig04-x2" not in text and "root: book/index" in text
 
 
 def test_templates_are_stored_with_their_figures():
-    templates = sorted((experiments.ROOT / "notebooks").glob("*.ipynb"))
+    templates = sorted((registry.ROOT / "notebooks").glob("*.ipynb"))
     assert {"orders", "contraction"} <= {t.stem for t in templates}
     for template in templates:
         nb = nbformat.read(template, as_version=4)
@@ -105,17 +105,17 @@ def test_templates_are_stored_with_their_figures():
 
 def test_every_template_is_used_by_a_page():
     used = {entry["template"] for entry in load_pages().values()}
-    stored = {t.stem for t in (experiments.ROOT / "notebooks").glob("*.ipynb")}
+    stored = {t.stem for t in (registry.ROOT / "notebooks").glob("*.ipynb")}
     assert stored == used
 
 
 def test_unknown_template_is_named():
     with pytest.raises(ValueError, match="unknown template 'nope'; templates are: contraction"):
-        book.refresh_template("nope")
+        runner.refresh_template("nope")
 
 
 def test_a_page_in_an_unknown_part_is_reported(tmp_path):
-    registry = tmp_path / "experiments.yml"
+    registry = tmp_path / "registry.yml"
     registry.write_text(
         "pages:\n  lost:\n    template: orders\n    part: nowhere\n    title: t\n    claim: c\n"
         "    profiles: {smoke: {}, cpu: {}, paper: {}}\n")
@@ -125,15 +125,15 @@ def test_a_page_in_an_unknown_part_is_reported(tmp_path):
 
 
 def test_resolved_parameters_add_the_template_defaults_a_page_leaves_out():
-    defaults = experiments.template_defaults(experiments.template_path("fig02-resnet18"))
-    resolved = experiments.resolved_parameters("fig02-resnet18", "cpu")
+    defaults = registry.template_defaults(registry.template_path("fig02-resnet18"))
+    resolved = registry.resolved_parameters("fig02-resnet18", "cpu")
     assert "depth" not in parameters("fig02-resnet18", "cpu")  # irrelevant to a ResNet ...
     assert resolved["depth"] == defaults["depth"]              # ... yet part of its config
     assert resolved["model"] == "resnet18" != defaults["model"]  # the page's own values win
 
 
 def test_the_header_shows_template_defaults_as_such():
-    text = book._header("fig02-resnet18", "cpu", parameters("fig02-resnet18", "cpu"), 60.0, "day")
+    text = runner._header("fig02-resnet18", "cpu", parameters("fig02-resnet18", "cpu"), 60.0, "day")
     assert "| `model` | `\"resnet18\"` | this page |" in text
     assert "| `depth` | `2` | template default |" in text
     assert "`jobs`" not in text  # runtime parameters are not part of the science

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from iteration_order import Runtime, initial_state
-from iteration_order.lie_study import (LieStudy, _first_sign_change, _hidden_signs, _problem,
+from iteration_order.book.lie_study import (LieStudy, _first_sign_change, _hidden_signs, _problem,
                                        crossover, fitted_slope, run_study, useful_limit)
 
 

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from iteration_order import Runtime
-from iteration_order.order_average_study import (OrderAverageExperiment, correction_at_start,
+from iteration_order.book.order_average_study import (OrderAverageExperiment, correction_at_start,
                                                  lambda_label, plot_curves, summary_table)
 
 TINY = OrderAverageExperiment(dataset="synthetic-x2", lr=0.01, batch_size=8, splits=(2, 3),

@@ -17,3 +17,21 @@ def test_the_paper_level_entry_points_are_exported():
     for name in ("iterates", "sgd_maps", "run_trajectory", "approximate_backward", "corrections",
                  "lie_bracket", "update_maps", "BatchLoss", "top_eigenpairs", "run_probes"):
         assert callable(getattr(iteration_order, name)), name
+
+
+def test_the_library_never_imports_the_book():
+    code = ("import sys, iteration_order; "
+            "print(sorted(m for m in sys.modules if m.startswith('iteration_order.book')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_runner_imports_no_appendix_and_appendix_d_plugs_in_as_a_family():
+    import ast
+    from pathlib import Path
+
+    import iteration_order.trajectory as trajectory
+    tree = ast.parse(Path(trajectory.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not imported & {"order_average", "lie", "sharpness", "stationary"}, imported
+    assert iteration_order.updates() == ("sgd", "small", "regularised", "average")

@@ -7,7 +7,7 @@ import pytest
 
 from iteration_order import Runtime, TrajectoryConfig
 from iteration_order.sharpness import Probe
-from iteration_order.sharpness_study import (SharpnessExperiment, coincidence_table, intervals,
+from iteration_order.book.sharpness_study import (SharpnessExperiment, coincidence_table, intervals,
                                              tail_sharpness)
 
 TINY = TrajectoryConfig(dataset="synthetic-x2", depth=1, width=6, lr=0.05, batch_size=4, steps=12,

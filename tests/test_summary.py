@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iteration_order.summary import (SummaryConfig, claim_ratios, claims_table, page_experiment,
+from iteration_order.book.summary import (SummaryConfig, claim_ratios, claims_table, page_experiment,
                                      paired_bootstrap)
 from iteration_order.trajectory import Runtime
 

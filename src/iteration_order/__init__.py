@@ -7,12 +7,13 @@ second-order tools without Hessians (`BatchLoss`, `top_eigenpairs`), Appendix C'
 backward iterate (`approximate_backward`), Appendix D's micro-batch updates (`update_maps`) and
 Hessian probes along any run (`run_probes`).
 
-Each book page's experiment (configs, tables, figures) lives in its own module, imported by its
-template: `pages` (figure pages), `summary`, `lie_study`, `order_average_study`, `sharpness_study`,
-`stationary_study`, `theory`. The package itself needs no plotting library.
+The book (its registry, page runner, each page's experiment, tables and figures) is the
+subpackage `iteration_order.book`, which this library never imports; the library itself needs no
+plotting or table library.
 """
 from .cache import atomic_write_json, config_hash, read_json
 from .data import DATASET_NAMES, DataNotFoundError, Dataset, load_dataset
+from .families import MapFamily, register_update, updates
 from .maps import (OptimizerMaps, SGDMaps, check_schedule, initial_optimizer_state, initial_state,
                    optimizer_maps, sgd_maps, supports_grouping)
 from .models import MLP, MODEL_NAMES, build_model

@@ -34,7 +34,7 @@ The first line is Appendix D.1's expansion with the indices as Lemma C.1 assigns
 applied first (D.1 prints V_i′V_j for i<j); the symmetric sum of the second is unaffected.
 
 The experiment of Figures 14–19 (its config, table and figure) is the page's study, in
-`order_average_study`: the trajectory runner builds its maps from this module, and the study runs
+`iteration_order.book.order_average_study`: the trajectory runner builds its maps from this module, and the study runs
 them through the runner.
 """
 from __future__ import annotations
@@ -47,13 +47,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .maps import SGDMaps, State, _TrainingMaps, sgd_maps
+from .families import MapFamily, register_update
+from .maps import SGDMaps, State, _TrainingMaps, initial_state, sgd_maps
 
 __all__ = ["UPDATES", "MAX_AVERAGE_MICRO_BATCHES", "closest_multiple", "micro_batch_rows",
            "gradients_and_correction", "SmallBatchMaps", "RegularisedMaps", "OrderAverageMaps",
            "update_maps"]
 
-UPDATES = ("sgd", "small", "regularised", "average")
+UPDATES = ("sgd", "small", "regularised", "average")  # "sgd" is the core family (`families`)
 MAX_AVERAGE_MICRO_BATCHES = 5  # the exact average costs Σ_k c!/(c−k)! small steps: 325 at c = 5
 
 
@@ -223,3 +224,38 @@ def update_maps(update: str, model: nn.Module, loss_fn: Callable, inputs: torch.
     if update == "average":
         return OrderAverageMaps(*args)
     return RegularisedMaps(*args, reg_lambda)
+
+
+# ------------------------------------------------------------------------------------------------
+# The runner's plug-in: TrajectoryConfig(update="small" | "regularised" | "average")
+# ------------------------------------------------------------------------------------------------
+
+def _check_config(config) -> None:
+    """The fields of Appendix D's updates, checked before any data is loaded."""
+    c = config.micro_batches
+    if c < 2:
+        raise ValueError(f"update={config.update!r} with micro_batches={c}: this update splits "
+                         f"each batch into micro_batches >= 2 ('sgd' takes one step on the whole "
+                         f"batch)")
+    if config.batch_size % c:
+        raise ValueError(f"batch_size={config.batch_size} is not divisible by micro_batches={c}; "
+                         f"use {closest_multiple(config.batch_size, c)} (the closest multiple)")
+    if config.update == "average" and c > MAX_AVERAGE_MICRO_BATCHES:
+        raise ValueError(f"update='average' enumerates all {c}! orders; micro_batches must be "
+                         f"<= {MAX_AVERAGE_MICRO_BATCHES}; got {c}")
+    if config.reg_lambda and config.update != "regularised":
+        raise ValueError(f"reg_lambda={config.reg_lambda} is used by update='regularised' only; "
+                         f"got update={config.update!r}")
+    if config.optimizer != "sgd":
+        raise ValueError(f"update={config.update!r} is built from SGD steps: optimizer must be "
+                         f"'sgd'; got {config.optimizer!r}")
+
+
+def _build(config, model, loss_fn, inputs, targets, schedule):
+    maps = update_maps(config.update, model, loss_fn, inputs, targets, schedule, config.lr,
+                       config.micro_batches, config.reg_lambda)
+    return maps, initial_state(model)
+
+
+for _name in UPDATES[1:]:
+    register_update(_name, MapFamily(_check_config, _build))

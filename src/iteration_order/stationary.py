@@ -27,7 +27,7 @@ because they are the reference implementations; ``torch.func`` (vmap, grad, jacr
 network's map is written once for one chain and applied to all chains at once.
 
 The page's experiment on these pieces (its config, cached runner, tables and figures) is
-`stationary_study`.
+`iteration_order.book.stationary_study`.
 """
 from __future__ import annotations
 

@@ -21,11 +21,9 @@ from tqdm import tqdm
 from .cache import DEFAULT_RESULTS, atomic_write_json, config_hash, read_json
 from .data import DATASET_NAMES, Dataset, load_dataset
 from .evaluation import Evaluator, loss_function
-from .maps import (SGDMaps, initial_optimizer_state, initial_state, optimizer_maps, sgd_maps,
-                   supports_grouping)
+from .families import update_family
+from .maps import SGDMaps, supports_grouping
 from .models import INITS, MODEL_NAMES, build_model
-from .order_average import (MAX_AVERAGE_MICRO_BATCHES, UPDATES, closest_multiple,
-                            update_maps)
 from .orders import Forward, as_order, iterates, planned_applications
 from .schedule import batch_schedule
 from .seeding import generator, seed_everything
@@ -121,31 +119,15 @@ class TrajectoryConfig:
         parse_record(self.record_forward, self.steps)
 
     def _check_update(self) -> None:
-        """The fields of Appendix D's updates, checked before any data is loaded."""
-        if self.update not in UPDATES:
-            raise ValueError(f"unknown update {self.update!r}; allowed: {', '.join(UPDATES)}")
+        """The fields of the map family named by ``update``, checked before any data is loaded
+        (the family's own check: `families`; Appendix D's updates register in `order_average`)."""
         c = self.micro_batches
         if not isinstance(c, int) or isinstance(c, bool) or c < 1:
             raise ValueError(f"micro_batches must be an integer >= 1; got {c!r}")
-        if (self.update == "sgd") != (c == 1):
-            raise ValueError(f"update={self.update!r} with micro_batches={c}: 'sgd' takes one step "
-                             f"on the whole batch (micro_batches=1), the other updates split it "
-                             f"into micro_batches >= 2")
-        if self.batch_size % c:
-            raise ValueError(f"batch_size={self.batch_size} is not divisible by micro_batches={c}; "
-                             f"use {closest_multiple(self.batch_size, c)} (the closest multiple)")
-        if self.update == "average" and c > MAX_AVERAGE_MICRO_BATCHES:
-            raise ValueError(f"update='average' enumerates all {c}! orders; micro_batches must be "
-                             f"<= {MAX_AVERAGE_MICRO_BATCHES}; got {c}")
         if not (isinstance(self.reg_lambda, (int, float)) and math.isfinite(self.reg_lambda)
                 and self.reg_lambda >= 0):
             raise ValueError(f"reg_lambda must be a finite number >= 0; got {self.reg_lambda!r}")
-        if self.reg_lambda and self.update != "regularised":
-            raise ValueError(f"reg_lambda={self.reg_lambda} is used by update='regularised' only; "
-                             f"got update={self.update!r}")
-        if self.update != "sgd" and self.optimizer != "sgd":
-            raise ValueError(f"update={self.update!r} is built from SGD steps: optimizer must be "
-                             f"'sgd'; got {self.optimizer!r}")
+        update_family(self.update).check(self)
 
     def replace(self, **changes) -> "TrajectoryConfig":
         return dataclasses.replace(self, **changes)
@@ -223,17 +205,9 @@ class Prepared:
 
 
 def _maps_and_state(config: TrajectoryConfig, model, data: Dataset, schedule):
-    args = (model, loss_function(data.task), data.x_train, data.y_train, schedule)
-    if config.update != "sgd":
-        return (update_maps(config.update, *args, config.lr, config.micro_batches,
-                            config.reg_lambda), initial_state(model))
-    if config.optimizer == "sgd":
-        return sgd_maps(*args, lr=config.lr), initial_state(model)
-    if config.optimizer == "momentum":
-        make = lambda p: torch.optim.SGD(p, lr=config.lr, momentum=config.momentum)  # noqa: E731
-    else:
-        make = lambda p: torch.optim.Adam(p, lr=config.lr)  # noqa: E731
-    return optimizer_maps(*args, make_optimizer=make), initial_optimizer_state(model)
+    """The config's map family builds the maps (one per schedule row) and the initial state."""
+    return update_family(config.update).build(config, model, loss_function(data.task),
+                                              data.x_train, data.y_train, schedule)
 
 
 def choose_engine(runtime: Runtime, device: torch.device, config: TrajectoryConfig, maps,

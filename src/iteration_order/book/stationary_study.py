@@ -22,11 +22,11 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from .cache import DEFAULT_RESULTS, atomic_write_json, config_hash, read_json
-from .orders import iterates
+from ..cache import DEFAULT_RESULTS, atomic_write_json, config_hash, read_json
+from ..orders import iterates
 from .plots import ORDER_COLOURS
-from .seeding import generator, stream_seed
-from .stationary import (Draw, _network_contraction, _regression_draw, _TailSpread, affine_chains,
+from ..seeding import generator, stream_seed
+from ..stationary import (Draw, _network_contraction, _regression_draw, _TailSpread, affine_chains,
                          fit_rates, ks_summary, network_maps, network_problem, quadratic_draw,
                          quadratic_stationary_variance, regression_maps, regression_moments)
 

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .hessian import flatten
-from .order_average import closest_multiple, gradients_and_correction, micro_batch_rows
-from .parallel import run_many
-from .trajectory import Runtime, TrajectoryConfig, prepare
+from ..hessian import flatten
+from ..order_average import closest_multiple, gradients_and_correction, micro_batch_rows
+from ..parallel import run_many
+from ..trajectory import Runtime, TrajectoryConfig, prepare
 
 __all__ = ["OrderAverageExperiment", "correction_at_start", "summary_table", "plot_curves",
            "lambda_label"]

@@ -25,10 +25,10 @@ import pandas as pd
 from matplotlib.ticker import NullFormatter
 from scipy.stats import spearmanr
 
-from .orders import as_order
+from ..orders import as_order
 from .plots import ORDER_COLOURS
-from .sharpness import Probe, SharpnessRun, run_probes
-from .trajectory import Runtime, TrajectoryConfig
+from ..sharpness import Probe, SharpnessRun, run_probes
+from ..trajectory import Runtime, TrajectoryConfig
 
 __all__ = ["SharpnessExperiment", "tail_sharpness", "intervals", "coincidence_table",
            "plot_sharpness", "plot_coincidence"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from .orders import Reset, SwitchAt, as_order
+from ..orders import Reset, SwitchAt, as_order
 
 __all__ = ["plot_curves", "order_label", "ORDER_COLOURS", "order_diagram"]
 

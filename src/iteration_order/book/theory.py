@@ -14,7 +14,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .orders import iterates
+from ..orders import iterates
 from .plots import ORDER_COLOURS
 
 __all__ = ["constant_maps", "scalar_quadratic", "linearised_minimum", "linear_regression",

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .orders import as_order
-from .parallel import run_many
-from .stability import stability_row
-from .trajectory import Runtime, TrajectoryConfig
+from ..orders import as_order
+from ..parallel import run_many
+from ..stability import stability_row
+from ..trajectory import Runtime, TrajectoryConfig
 
 __all__ = ["OrdersExperiment", "stability_table"]
 

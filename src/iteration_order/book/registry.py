@@ -24,7 +24,7 @@ __all__ = ["PARTS", "PROFILES", "ROOT", "load_pages", "page", "parameters", "dep
            "resolved_parameters", "check_registry"]
 
 PROFILES = ("smoke", "cpu", "paper")
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 REGISTRY = ROOT / "experiments.yml"
 RUNTIME_PARAMETERS = ("jobs", "profile")  # passed to every page, not part of the science
 # The book's parts, in reading order: a page's `part` (default "practice") must be one of them.

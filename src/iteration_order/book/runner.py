@@ -21,7 +21,7 @@ from pathlib import Path
 
 import nbformat
 
-from .experiments import (PARTS, PROFILES, ROOT, RUNTIME_PARAMETERS, check_registry,
+from .registry import (PARTS, PROFILES, ROOT, RUNTIME_PARAMETERS, check_registry,
                           default_profile, departures, load_pages, page, parameters,
                           template_defaults, template_path)
 
@@ -33,7 +33,9 @@ HIDE = "remove-cell"  # jupyter-book drops such cells from the page
 
 
 def _package_source() -> bytes:
-    return b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py")))
+    """Every source file of the package, the library and this book subpackage alike."""
+    package = Path(__file__).resolve().parents[1]
+    return b"".join(p.read_bytes() for p in sorted(package.rglob("*.py")))
 
 
 def fingerprint(name: str, profile: str) -> str:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .experiments import page, resolved_parameters
+from .registry import page, resolved_parameters
 from .pages import OrdersExperiment, stability_table
-from .parallel import run_many
-from .seeding import stream_seed
-from .trajectory import Runtime, result_path, run_trajectory
+from ..parallel import run_many
+from ..seeding import stream_seed
+from ..trajectory import Runtime, result_path, run_trajectory
 
 __all__ = ["CLAIMS", "SummaryConfig", "page_experiment", "claim_ratios", "paired_bootstrap",
            "claims_table"]

@@ -27,17 +27,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import stability
-from .cache import atomic_write_json, config_hash, read_json
-from .data import Dataset
-from .evaluation import Evaluator, loss_function
-from .hessian import flatten
-from .lie import METHODS, State, _corrected, corrections
-from .maps import initial_state, sgd_maps
-from .models import MLP
-from .orders import iterates
+from .. import stability
+from ..cache import atomic_write_json, config_hash, read_json
+from ..data import Dataset
+from ..evaluation import Evaluator, loss_function
+from ..hessian import flatten
+from ..lie import METHODS, State, _corrected, corrections
+from ..maps import initial_state, sgd_maps
+from ..models import MLP
+from ..orders import iterates
 from .plots import ORDER_COLOURS
-from .trajectory import Runtime, TrajectoryConfig, parse_record, prepare, resolve_device
+from ..trajectory import Runtime, TrajectoryConfig, parse_record, prepare, resolve_device
 
 __all__ = ["LieStudy", "run_study", "fitted_slope", "crossover", "useful_limit", "sweep_table",
            "steps_table", "plot_sweep", "plot_steps"]

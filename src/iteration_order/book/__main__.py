@@ -1,0 +1,4 @@
+"""``python -m iteration_order.book ...``: the book's command line (see `runner`)."""
+from .runner import main
+
+main()
