@@ -1,13 +1,37 @@
 """Stability statistics of recorded curves, defined once and used by every page.
 
 A comparison of two orders of one seed (forward and another) uses only the steps *both* orders
-recorded inside the tail window (the last ``tail`` fraction of training), so that a densely recorded
-forward curve is not compared with a sparsely recorded backward one. Per curve and order:
+recorded inside the tail window (the last ``tail`` fraction of training, steps n ≥ (1 − tail)·N),
+so that a densely recorded forward curve is not compared with a sparsely recorded backward one.
 
-* ``std`` — standard deviation over those steps: how much the curve fluctuates;
-* ``tv`` — total variation per step of training covered, Σ|y_{k+1} − y_k| / (n_last − n_first):
-  how much it moves back and forth (a smooth descent has a small one, a jagged curve a large one);
-* ``median`` — its typical level in the window, robust to spikes.
+**Fluctuation** is measured on the curve's own scale: the natural logarithm of a loss (losses span
+orders of magnitude and the figures plot them on a log scale, so a fluctuation is a *relative*
+one), the accuracy itself. With y_k that value at the k-th shared tail step n_k:
+
+* ``spread`` — the primary statistic: the residual standard deviation of y about its least-squares
+  polynomial of degree ``TREND_DEGREE`` = 2 in the step, √(Σ r_k² / (K − 3)) over the K shared
+  tail steps. The quadratic removes the smooth descent (or rise) that still runs through the tail
+  window, curvature included, and nothing faster: three parameters against at least 30 steps, so
+  step-to-step noise stays in the residuals, and for white noise of standard deviation σ the
+  spread estimates σ without bias in its square. For a loss it is a relative size (0.05: the
+  loss is typically 5% off its trend). A plain standard deviation over the window is not used,
+  because on a curve still descending it mostly measures the descent (``tail_std``, kept as the
+  naive reference the tests compare with);
+* ``tv`` — the secondary statistic: total variation per step of training covered,
+  Σ|y_{k+1} − y_k| / (n_K − n_1): how much the curve moves back and forth. A monotone trend adds
+  only its net change, |y_K − y_1| / (n_K − n_1), which is small when the window's descent is
+  small against the noise. Its size depends on the spacing of the shared steps, which both
+  orders share, so only its ratio is compared.
+
+Both are undefined (NaN) on fewer than ``MIN_TAIL_STEPS`` = 30 shared tail steps: the spread's
+relative sampling error is about 1/√(2(K − 3)), 14% per curve and about 19% on a ratio of two at
+K = 30, but 41% and 58% at K = 6, where a quadratic also leaves three degrees of freedom for the
+noise. `fluctuation_undefined` says why in words.
+
+**Level**, per curve and order:
+
+* ``median`` — the typical level of the (untransformed) curve in the window, robust to spikes;
+* ``final`` — the value at the last step (every recording includes it).
 
 And per order on its own:
 
@@ -15,17 +39,43 @@ And per order on its own:
   iterates) over the last quarter of training divided by the same median over the second quarter.
   Each order is compared with itself, so the recording period cancels: a trajectory that converges
   to a point has a decay well below 1 (its steps shrink), one that wanders in a stationary
-  distribution has a decay near 1 (its steps keep their size) — Theorem 2.2 against Theorem 2.6;
-* ``final`` — the value at the last step (every recording includes it).
+  distribution has a decay near 1 (its steps keep their size) — Theorem 2.2 against Theorem 2.6.
+
+**Divergence.** A run that produced a NaN or infinite loss stopped there (its result's
+``diverged_at`` is that step). A pair of runs with a diverged one has every statistic NaN, and the
+row names the order and step (``diverged``), so that divergence is shown, never averaged away.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from numpy.polynomial import Polynomial
 
-__all__ = ["tail_std", "tail_median", "total_variation", "common_tail", "displacement_decay",
-           "final_value", "stability_row", "ratio"]
+__all__ = ["MIN_TAIL_STEPS", "TREND_DEGREE", "LOG_CURVES", "common_tail", "curve_values",
+           "detrended_spread", "total_variation", "tail_std", "tail_median",
+           "fluctuation_undefined", "diverged_at", "displacement_decay", "final_value",
+           "stability_row", "ratio", "GLOSSARY"]
+
+MIN_TAIL_STEPS = 30  # fewest shared tail steps on which a fluctuation statistic is defined
+TREND_DEGREE = 2     # degree of the polynomial trend the spread is measured about
+LOG_CURVES = ("train_loss", "test_loss")  # curves whose fluctuation is measured on a log scale
+
+# what each statistic of a `stability_row` column means, with its unit (for the pages' tables)
+GLOSSARY = {
+    "tail steps": "steps both orders recorded in the tail window (count)",
+    "diverged": "which run of the pair diverged, and at which step ('' if none)",
+    "undefined because": "why the fluctuation statistics are NaN ('' if they are defined)",
+    "spread": "residual standard deviation about a quadratic trend over the tail window, of "
+              "ln(loss) (dimensionless: a relative size) or of the accuracy (fraction)",
+    "tv": "total variation per step of training of ln(loss) or of the accuracy, over the tail "
+          "window (per step)",
+    "ratio": "other order / forward (below 1: the other order has less)",
+    "median": "median of the curve over the tail window (loss, or accuracy as a fraction)",
+    "final": "value at the last step (accuracy as a fraction)",
+    "displacement decay": "median move between consecutive recorded iterates, last quarter of "
+                          "training over second quarter (dimensionless)",
+}
 
 
 def common_tail(a: dict, b: dict, tail: float) -> list[int]:
@@ -43,8 +93,55 @@ def _values(result: dict, key: str, steps: list[int]) -> np.ndarray:
     return np.array([result[key][where[n]] for n in steps if n in where], dtype=float)
 
 
+def curve_values(result: dict, key: str, steps: list[int]) -> np.ndarray:
+    """A curve at the given steps on the scale its fluctuation is measured on: ln of a loss
+    (NaN where the loss is not positive), the accuracy itself."""
+    values = _values(result, key, steps)
+    if key in LOG_CURVES:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(values > 0, np.log(np.where(values > 0, values, 1.0)), math.nan)
+    return values
+
+
+def _fluctuation_input(result, key, steps, min_steps):
+    """The curve's values for a fluctuation statistic, or None where it is undefined."""
+    if len(steps) < min_steps:
+        return None
+    values = curve_values(result, key, steps)
+    if len(values) != len(steps) or len(values) < TREND_DEGREE + 2 \
+            or not np.isfinite(values).all():
+        return None
+    return values
+
+
+def detrended_spread(result: dict, key: str, steps: list[int],
+                     min_steps: int = MIN_TAIL_STEPS) -> float:
+    """Residual standard deviation of the curve (ln for a loss) about its least-squares quadratic
+    in the step, with K − 3 degrees of freedom; NaN on fewer than ``min_steps`` steps or where the
+    curve is not finite."""
+    values = _fluctuation_input(result, key, steps, min_steps)
+    if values is None:
+        return math.nan
+    x = np.asarray(steps, dtype=float)
+    # Polynomial.fit maps the steps onto [-1, 1] first, so the fit is well conditioned
+    residuals = values - Polynomial.fit(x, values, TREND_DEGREE)(x)
+    return float(np.sqrt((residuals ** 2).sum() / (len(values) - TREND_DEGREE - 1)))
+
+
+def total_variation(result: dict, key: str, steps: list[int],
+                    min_steps: int = MIN_TAIL_STEPS) -> float:
+    """Sum of absolute changes of the curve (ln for a loss) between consecutive given steps, per
+    step of training covered; NaN on fewer than ``min_steps`` steps or where it is not finite."""
+    values = _fluctuation_input(result, key, steps, min_steps)
+    if values is None:
+        return math.nan
+    return float(np.abs(np.diff(values)).sum() / (steps[-1] - steps[0]))
+
+
 def tail_std(result: dict, key: str, steps: list[int]) -> float:
-    """Standard deviation of a curve over the given steps (NaN if fewer than two)."""
+    """Plain standard deviation of the untransformed curve over the given steps (NaN if fewer than
+    two). Not a page statistic: on a descending curve it measures the descent as much as the
+    fluctuation; kept as the reference the spread is tested against."""
     values = _values(result, key, steps)
     return float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
@@ -55,12 +152,17 @@ def tail_median(result: dict, key: str, steps: list[int]) -> float:
     return float(np.median(values)) if len(values) else math.nan
 
 
-def total_variation(result: dict, key: str, steps: list[int]) -> float:
-    """Sum of absolute changes between consecutive given steps, per step of training covered."""
-    values = _values(result, key, steps)
-    if len(values) < 2:
-        return math.nan
-    return float(np.abs(np.diff(values)).sum() / (steps[-1] - steps[0]))
+def fluctuation_undefined(steps: list[int], min_steps: int = MIN_TAIL_STEPS) -> str:
+    """Why the fluctuation statistics cannot be computed on these shared tail steps ('' if they
+    can)."""
+    if len(steps) < min_steps:
+        return f"{len(steps)} shared tail steps (at least {min_steps} needed)"
+    return ""
+
+
+def diverged_at(result: dict) -> int | None:
+    """The step at which a run diverged (its loss became NaN or infinite), or None."""
+    return result.get("diverged_at")
 
 
 def displacement_decay(result: dict, early: tuple[float, float] = (0.25, 0.5),
@@ -91,27 +193,48 @@ def ratio(other: float, forward: float) -> float:
     return other / forward if forward > 0 and not math.isnan(other) else math.nan
 
 
-def stability_row(forward: dict, other: dict, tail: float = 0.25) -> dict:
-    """The per-seed comparison printed under each figure (see the module docstring): fluctuation
-    (std, total variation) of the train loss, test loss and test accuracy in the tail window for
-    both orders with their ratio other/forward, typical train-loss (and test-accuracy) level,
-    final test accuracy and displacement decay of each order."""
+def stability_row(forward: dict, other: dict, tail: float = 0.25,
+                  min_steps: int = MIN_TAIL_STEPS) -> dict:
+    """The per-seed comparison printed under each figure (see the module docstring).
+
+    Columns: ``tail steps``; ``diverged`` (e.g. 'forward at step 40', '' if neither run did) and
+    ``diverged fwd`` / ``diverged other`` (the step, NaN if that run did not diverge);
+    ``undefined because`` (why the fluctuation statistics are NaN, '' if they are defined); per
+    curve (train loss, test loss, and test accuracy for a classification) its ``spread`` and
+    ``tv`` for both orders (``fwd``, ``other``) and their ``ratio`` other/forward; the train-loss
+    (and test-accuracy) tail median, the final test accuracy and each order's displacement decay.
+    Where a run diverged, every statistic is NaN.
+    """
     steps = common_tail(forward, other, tail)
-    classification = forward["test_acc"][-1] is not None
-    row: dict = {"tail steps": len(steps)}
+    classification = forward["test_acc"][-1] is not None or other["test_acc"][-1] is not None
+    stops = {name: diverged_at(result) for name, result in (("fwd", forward), ("other", other))}
+    diverged = ", ".join(f"{result['config']['order']} at step {stops[name]}"
+                         for name, result in (("fwd", forward), ("other", other))
+                         if stops[name] is not None)
+    row: dict = {"tail steps": len(steps), "diverged": diverged,
+                 "diverged fwd": math.nan if stops["fwd"] is None else float(stops["fwd"]),
+                 "diverged other": math.nan if stops["other"] is None else float(stops["other"]),
+                 "undefined because": "diverged" if diverged
+                 else fluctuation_undefined(steps, min_steps)}
+
+    def both(statistic, key=None):
+        """The statistic of each order, or NaN for both where a run of the pair diverged."""
+        if diverged:
+            return math.nan, math.nan
+        args = (key,) if key else ()
+        return statistic(forward, *args), statistic(other, *args)
+
     curves = ("train_loss", "test_loss") + (("test_acc",) if classification else ())
     for key in curves:
-        for name, statistic in (("std", tail_std), ("tv", total_variation)):
-            f, o = statistic(forward, key, steps), statistic(other, key, steps)
+        for name, statistic in (("spread", detrended_spread), ("tv", total_variation)):
+            f, o = both(lambda result, k: statistic(result, k, steps, min_steps), key)
             row[f"{key} {name} fwd"], row[f"{key} {name} other"] = f, o
             row[f"{key} {name} ratio"] = ratio(o, f)
-    for name, result in (("fwd", forward), ("other", other)):
-        row[f"train_loss median {name}"] = tail_median(result, "train_loss", steps)
+    levels = [("train_loss median", lambda r: tail_median(r, "train_loss", steps))]
     if classification:
-        for name, result in (("fwd", forward), ("other", other)):
-            row[f"test_acc median {name}"] = tail_median(result, "test_acc", steps)
-        for name, result in (("fwd", forward), ("other", other)):
-            row[f"test_acc final {name}"] = final_value(result, "test_acc")
-    for name, result in (("fwd", forward), ("other", other)):
-        row[f"displacement decay {name}"] = displacement_decay(result)
+        levels += [("test_acc median", lambda r: tail_median(r, "test_acc", steps)),
+                   ("test_acc final", lambda r: final_value(r, "test_acc"))]
+    levels += [("displacement decay", displacement_decay)]
+    for label, statistic in levels:
+        row[f"{label} fwd"], row[f"{label} other"] = both(statistic)
     return row

@@ -73,7 +73,10 @@ class OrdersExperiment:
 
 
 def stability_table(experiment: OrdersExperiment, results: dict) -> pd.DataFrame:
-    """One row per (seed, compared order): tail standard deviations and final values."""
+    """One row per (seed, compared order): `stability.stability_row` of forward against that
+    order — fluctuation (detrended spread, total variation) over the shared tail steps, levels,
+    displacement decay, and which run diverged at which step (column ``diverged``; that row's
+    statistics are NaN). Column meanings and units: `stability.GLOSSARY`."""
     reference = experiment.orders[0]
     rows = []
     for seed in experiment.seeds:
