@@ -82,7 +82,7 @@ def test_fluctuation_needs_thirty_shared_tail_steps_and_says_why():
     assert math.isnan(detrended_spread(curve, "train_loss", few))
     assert math.isnan(total_variation(curve, "train_loss", few))
     assert detrended_spread(curve, "train_loss", enough) > 0
-    assert fluctuation_undefined(few) == "29 shared tail steps (at least 30 needed)"
+    assert fluctuation_undefined(few) == "only 29 shared tail steps, 30 needed"
     assert fluctuation_undefined(enough) == ""
 
 
@@ -115,7 +115,7 @@ def test_short_tails_give_rows_that_say_they_cannot_test():
     steps = list(range(0, 101, 5))  # 11 shared steps in the last half
     row = stability_row(result(steps, [1.0, 2.0] * 10 + [1.0]),
                         result(steps, [1.0] * 21, order="backward"), tail=0.5)
-    assert row["undefined because"] == "11 shared tail steps (at least 30 needed)"
+    assert row["undefined because"] == "only 11 shared tail steps, 30 needed"
     assert all(math.isnan(row[f"train_loss {s} {w}"]) for s in ("spread", "tv")
                for w in ("fwd", "other", "ratio"))
     assert row["train_loss median fwd"] == 1.0  # a level needs no minimum

@@ -1,46 +1,142 @@
-"""The cross-page summary: per-seed claim ratios and their paired bootstrap interval."""
+"""The cross-page summary: per-seed claim ratios, sign tests, t-intervals and diverged runs."""
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
-from iteration_order.book.summary import (SummaryConfig, claim_ratios, claims_table, page_experiment,
-                                     paired_bootstrap)
+from iteration_order.book.pages import stability_table
+from iteration_order.book.summary import (MIN_INTERVAL_SEEDS, SummaryConfig, claim_evidence,
+                                          claim_ratios, claims_table, divergence_note,
+                                          page_claims, page_experiment, smallest_sign_p, verdicts)
 from iteration_order.trajectory import Runtime
 
 
-def rng():
-    return np.random.default_rng(0)
+def test_identical_ratios_give_that_ratio_and_a_zero_width_interval():
+    row = claim_evidence([0.5] * 5)
+    assert (row["n"], row["holds"]) == (5, 5)
+    assert (row["ratio"], row["low"], row["high"]) == pytest.approx((0.5, 0.5, 0.5))
+    assert row["sign p"] == pytest.approx(0.0625)  # 2 * 0.5^5: the smallest five seeds can give
 
 
-def test_bootstrap_of_identical_ratios_is_that_ratio():
-    centre, low, high = paired_bootstrap([0.5] * 5, 1000, 0.95, rng())
-    assert (centre, low, high) == pytest.approx((0.5, 0.5, 0.5))
+def test_the_interval_is_scipys_t_interval_on_the_log_ratios_and_can_leave_the_sample_range():
+    ratios = [0.4, 0.5, 0.6, 0.45]
+    row = claim_evidence(ratios, level=0.95)
+    reference = stats.ttest_1samp(np.log(ratios), 0).confidence_interval(0.95)
+    assert row["ratio"] == pytest.approx(math.exp(np.log(ratios).mean()))
+    assert (row["low"], row["high"]) == pytest.approx((math.exp(reference.low),
+                                                       math.exp(reference.high)))
+    # unlike a percentile bootstrap, which stays inside [min, max] = [0.4, 0.6]
+    assert row["low"] < 0.4 and row["high"] > 0.6
+    assert claim_evidence(ratios, level=0.5)["high"] < row["high"]  # a lower level is narrower
 
 
-def test_bootstrap_is_a_geometric_mean_with_an_interval_inside_the_range():
-    centre, low, high = paired_bootstrap([0.25, 1.0, 4.0], 5000, 0.9, rng())
-    assert centre == pytest.approx(1.0)
-    assert 0.25 <= low < 1.0 < high <= 4.0
-    # resampling three seeds: all three 0.25 has probability 1/27 < 5%, two 0.25 and one 1.0 has
-    # 3/27, so the 5% quantile is the geometric mean of (0.25, 0.25, 1); the 95% one mirrors it
-    assert low == pytest.approx(0.25 ** (2 / 3)) and high == pytest.approx(4 ** (2 / 3))
+def test_no_interval_from_three_seeds_or_fewer_and_the_row_says_why():
+    assert MIN_INTERVAL_SEEDS == 4
+    row = claim_evidence([0.2, 0.3, math.nan, 0.25])
+    assert row["n"] == 3 and row["holds"] == 3 and row["sign p"] == pytest.approx(0.25)
+    assert row["ratio"] == pytest.approx((0.2 * 0.3 * 0.25) ** (1 / 3))
+    assert math.isnan(row["low"]) and math.isnan(row["high"])
+    assert row["interval note"] == "no interval from 3 seeds (at least 4 needed)"
+    empty = claim_evidence([math.nan, math.nan])
+    assert empty["n"] == 0 and math.isnan(empty["ratio"]) and math.isnan(empty["sign p"])
 
 
-def test_bootstrap_drops_undefined_ratios_and_needs_two_seeds_for_an_interval():
-    centre, low, high = paired_bootstrap([0.5, math.nan, math.inf, 0.0], 1000, 0.95, rng())
-    assert centre == 0.5 and math.isnan(low) and math.isnan(high)
-    assert all(math.isnan(v) for v in paired_bootstrap([math.nan], 1000, 0.95, rng()))
+def test_sign_test_counts_seeds_below_one_and_leaves_ties_out():
+    assert claim_evidence([0.5, 0.6, 0.7, 0.8, 1.2])["sign p"] == pytest.approx(0.375)  # 4 of 5
+    tied = claim_evidence([0.5, 1.0, 0.5])
+    assert tied["holds"] == 2 and tied["sign p"] == pytest.approx(0.5)  # 2 of 2 untied
+    assert claim_evidence([2.0] * 5)["holds"] == 0
+    zero = claim_evidence([0.0, 0.5, 0.5, 0.5])
+    assert zero["holds"] == 4 and math.isnan(zero["ratio"]) and "ratio of 0" in zero["interval note"]
+    assert smallest_sign_p(5) == pytest.approx(0.0625) and smallest_sign_p(3) == pytest.approx(0.25)
 
 
 def test_claim_ratios_use_the_columns_the_table_has():
     index = pd.MultiIndex.from_tuples([(0, "backward"), (1, "backward")], names=["seed", "order"])
-    table = pd.DataFrame({"train_loss std fwd": [2.0, 0.0], "train_loss std other": [1.0, 1.0]},
-                         index=index)
+    table = pd.DataFrame({"train_loss spread fwd": [2.0, 0.0],
+                          "train_loss spread other": [1.0, 1.0]}, index=index)
     ratios = claim_ratios(table)
-    assert list(ratios.columns) == ["train loss fluctuates less (std)"]
+    assert list(ratios.columns) == ["train loss fluctuates less (detrended spread)"]
     assert ratios.iloc[0, 0] == 0.5 and math.isnan(ratios.iloc[1, 0])  # no ratio to a flat curve
+
+
+def run(steps, values, order, total=200, diverged_at=None):
+    n = len(steps)
+    return {"config": {"steps": total, "order": order}, "recorded_steps": list(steps),
+            "train_loss": list(values), "test_loss": list(values), "test_acc": [None] * n,
+            "displacement": [0.0] + [1.0] * (n - 1), "diverged_at": diverged_at}
+
+
+def fake_page(seeds, diverged=None, every=1):
+    """Forward noisier than backward on every seed; ``diverged``: {seed: step} where forward
+    diverged (its curve stops there with a NaN)."""
+    diverged = diverged or {}
+    results = {}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        steps = list(range(0, 201, every))
+        noise = rng.standard_normal((2, len(steps)))
+        forward = np.exp(-np.asarray(steps) / 100 + 0.1 * noise[0])
+        backward = np.exp(-np.asarray(steps) / 100 + 0.03 * noise[1])
+        if seed in diverged:
+            stop = diverged[seed]
+            results[(seed, "forward")] = run(steps[:stop + 1], list(forward[:stop]) + [math.nan],
+                                             "forward", diverged_at=stop)
+        else:
+            results[(seed, "forward")] = run(steps, forward, "forward")
+        results[(seed, "backward")] = run(steps, backward, "backward")
+    experiment = SimpleNamespace(seeds=tuple(seeds), orders=("forward", "backward"), tail=0.25)
+    return stability_table(experiment, results)
+
+
+def test_diverged_seeds_are_counted_named_and_left_out_of_the_ratios():
+    table = fake_page(range(5), diverged={1: 12, 3: 40})
+    assert list(table["diverged"]) == ["", "forward at step 12", "", "forward at step 40", ""]
+    assert divergence_note(table, "backward") == ("2 of 5 seeds diverged (forward: seed 1 at step "
+                                                  "12, seed 3 at step 40); ratios from 3 seeds")
+    claims = page_claims(table)
+    row = claims.loc[("backward", "train loss fluctuates less (detrended spread)")]
+    assert (row["seeds"], row["diverged"], row["n"], row["holds"]) == (5, 2, 3, 3)
+    assert row["undefined"] == "2 of 5 seeds: a run diverged"
+    assert row["per seed"].split(", ")[1] == "n/a" and row["per seed"].split(", ")[3] == "n/a"
+    lines = verdicts(claims)
+    assert lines[0] == ("(backward against forward, 5 seeds): 2 of 5 seeds diverged (forward: "
+                        "seed 1 at step 12, seed 3 at step 40); ratios from 3 seeds")
+    assert "no interval from 3 seeds (at least 4 needed)" in lines[1]
+    assert divergence_note(fake_page(range(2)), "backward") == ""
+    table.loc[(1, "backward"), ["diverged", "diverged other"]] = ["forward at step 12, ...", 7.0]
+    assert divergence_note(table, "backward") == (
+        "2 of 5 seeds diverged (forward: seed 1 at step 12, seed 3 at step 40; backward: seed 1 "
+        "at step 7); ratios from 3 seeds")
+
+
+def test_a_page_with_too_few_shared_tail_steps_cannot_test_fluctuation():
+    table = fake_page(range(5), every=5)  # the last quarter holds 11 shared steps
+    claims = page_claims(table)
+    row = claims.loc[("backward", "train loss fluctuates less (detrended spread)")]
+    assert row["n"] == 0 and math.isnan(row["ratio"]) and row["per seed"] == ", ".join(["n/a"] * 5)
+    assert row["undefined"] == "5 of 5 seeds: only 11 shared tail steps, 30 needed"
+    lines = verdicts(claims)
+    assert lines[1] == ("  train loss fluctuates less (detrended spread): cannot test (5 of 5 "
+                        "seeds: only 11 shared tail steps, 30 needed)")
+    assert not any("ratio" in line for line in lines if "fluctuates" in line)
+    # a level needs no minimum: the tail median still has its five ratios
+    assert claims.loc[("backward", "lower typical train loss (tail median)"), "n"] == 5
+
+
+def test_a_page_that_can_test_gets_ratios_a_sign_test_and_an_interval():
+    claims = page_claims(fake_page(range(5)))  # 51 shared tail steps
+    row = claims.loc[("backward", "train loss fluctuates less (detrended spread)")]
+    assert (row["n"], row["holds"]) == (5, 5) and row["sign p"] == pytest.approx(0.0625)
+    # noise 0.03 against 0.1 in ln: each ratio near 0.3, and so the interval's centre
+    assert 0.2 < row["low"] < row["ratio"] < row["high"] < 0.45
+    line = verdicts(claims)[1]
+    assert line.startswith("  train loss fluctuates less (detrended spread): holds for 5 of 5 "
+                           "seeds (sign test p = 0.0625); ratios ")
+    assert "95% t-interval [" in line
 
 
 def test_bad_summary_configs_are_named():
@@ -48,8 +144,8 @@ def test_bad_summary_configs_are_named():
         SummaryConfig(pages=("nope",), profile="smoke")
     with pytest.raises(ValueError, match="not a figure page"):
         SummaryConfig(pages=("theory",), profile="smoke")
-    with pytest.raises(ValueError, match="resamples"):
-        SummaryConfig(pages=("fig04-x2",), profile="smoke", resamples=5)
+    with pytest.raises(ValueError, match="level"):
+        SummaryConfig(pages=("fig04-x2",), profile="smoke", level=1.0)
     with pytest.raises(ValueError, match="at least one page"):
         SummaryConfig(pages=(), profile="smoke")
 
@@ -62,17 +158,19 @@ def test_missing_trajectories_name_the_page_to_execute(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_smoke_summary_counts_seeds_and_bounds_its_intervals(tmp_path):
+def test_a_smoke_summary_counts_seeds_and_says_what_it_cannot_test(tmp_path):
     runtime = Runtime(results_dir=tmp_path, progress=False, device="cpu")
     table, tables = claims_table(SummaryConfig(pages=("fig04-x2",), profile="smoke",
-                                               resamples=200, train_missing=True), runtime)
-    row = table.loc[("fig04-x2", "backward", "train loss fluctuates less (std)")]
+                                               train_missing=True), runtime)
     per_seed = tables["fig04-x2"]
-    ratios = per_seed["train_loss std other"] / per_seed["train_loss std fwd"]
-    assert row["seeds"] == 2 and row["holds"] == int((ratios < 1).sum())
-    assert row["ratio"] == pytest.approx(float(np.exp(np.log(ratios).mean())))
-    assert row["low"] <= row["ratio"] <= row["high"]
+    decay = table.loc[("fig04-x2", "backward", "steps shrink more (displacement decay)")]
+    ratios = per_seed["displacement decay other"] / per_seed["displacement decay fwd"]
+    assert decay["n"] == 2 and decay["holds"] == int((ratios < 1).sum())
+    assert decay["ratio"] == pytest.approx(float(np.exp(np.log(ratios).mean())))
+    assert math.isnan(decay["low"])  # two seeds: no interval
+    # the smoke page records too few tail steps to measure fluctuation, and says so
+    spread = table.loc[("fig04-x2", "backward", "train loss fluctuates less (detrended spread)")]
+    assert spread["n"] == 0 and "shared tail steps" in spread["undefined"]
     # a second call loads the cached trajectories and gives the same table
-    again, _ = claims_table(SummaryConfig(pages=("fig04-x2",), profile="smoke", resamples=200),
-                            runtime)
+    again, _ = claims_table(SummaryConfig(pages=("fig04-x2",), profile="smoke"), runtime)
     pd.testing.assert_frame_equal(table, again)

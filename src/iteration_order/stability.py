@@ -156,7 +156,8 @@ def fluctuation_undefined(steps: list[int], min_steps: int = MIN_TAIL_STEPS) -> 
     """Why the fluctuation statistics cannot be computed on these shared tail steps ('' if they
     can)."""
     if len(steps) < min_steps:
-        return f"{len(steps)} shared tail steps (at least {min_steps} needed)"
+        return (f"only {len(steps)} shared tail step{'s' if len(steps) != 1 else ''}, "
+                f"{min_steps} needed")
     return ""
 
 
