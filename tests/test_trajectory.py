@@ -107,6 +107,9 @@ def test_record_specs():
     # the forward order stays per step unless told otherwise
     assert recorded_steps(SMALL.replace(order="forward")) == list(range(1, 31))
     assert recorded_steps(SMALL.replace(order="forward", record_forward="every:10")) == [10, 20, 30]
+    # sparse early, dense in the tail window: the union of the parts
+    assert recorded_steps(SMALL.replace(record="every:10+range:22:30:3")) == [10, 20, 22, 25, 28, 30]
+    assert recorded_steps(SMALL.replace(record="range:5:5:1")) == [5]
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -120,6 +123,9 @@ def test_record_specs():
     ({"record": "at:31"}, r"bad record spec 'at:31': steps \[31\] lie outside 1..steps=30"),
     ({"record": "every:0"}, r"bad record spec 'every:0'"),
     ({"record_forward": "sometimes"}, r"unknown record spec 'sometimes'; allowed: 'every:K'"),
+    ({"record": "range:20:10:2"}, r"bad record spec 'range:20:10:2': need 1 <= A <= B <= steps=30"),
+    ({"record": "every:5+range:1:31:1"}, r"bad record spec 'range:1:31:1'"),
+    ({"record": "range:1:2"}, r"bad record spec 'range:1:2'"),
 ])
 def test_bad_configs_are_rejected_with_the_value_and_what_is_allowed(changes, message):
     with pytest.raises(ValueError, match=message):
