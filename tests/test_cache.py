@@ -273,3 +273,54 @@ def test_a_read_only_results_dir_fails_before_any_training(tmp_path, monkeypatch
     folder.mkdir(mode=0o500)
     with pytest.raises(ResultsDirError, match="Permission denied"):
         run_trajectory(TINY, runtime(folder))
+
+
+# ------------------------------------------------------------------------------------------------
+# The study caches: the same check, with their own modules in the fingerprint
+# ------------------------------------------------------------------------------------------------
+
+def _sharpness(folder, mode=None):
+    from iteration_order.sharpness import Probe, SharpnessRun, run_probes, sharpness_path
+    run = SharpnessRun(TINY.replace(batch_size=4, steps=8), Probe(every=4, batch=16, eigenpairs=1))
+    return run_probes(run, runtime(folder, cache=mode)), sharpness_path(run, runtime(folder))
+
+
+def _lie(folder, mode=None):
+    from iteration_order.book.lie_study import LieStudy, run_study
+    study = LieStudy(trajectory={"dataset": "synthetic-x2", "depth": 1, "width": 8, "lr": 0.01,
+                                 "batch_size": 4, "steps": 3, "record": "at:1,3"},
+                     lr_factors=[0.5, 1.0], sweep_at=[3], fit_points=2)
+    result = run_study(study, runtime(folder, cache=mode))
+    return result, next((folder / "lie").glob("*.json"))
+
+
+def _stationary(folder, mode=None):
+    from iteration_order.book import stationary_study as st
+    study = st.StationaryStudy(
+        chains=20, steps=8, early_step=2, grid_points=4, trace_chains=2, wrong_scale=1.2,
+        alpha=0.05, seed=0, quadratic_h=0.1, quadratic_noise=1.0, quadratic_theta0=3.0,
+        regression_points=16, regression_dim=2, regression_batch=4, regression_h=0.1,
+        network_points=16, network_span=2.0, network_teacher=(1.0, 0.5, 1.0), network_noise=0.05,
+        network_batch=4, network_h=0.5, network_theta0=(2.0, 0.0, 0.5))
+    result = st.run_study(study, results=folder, cache=mode)
+    return {**result, "from_cache": None}, next(folder.glob("stationary-*.json"))
+
+
+@pytest.mark.parametrize("study", [_sharpness, _lie, _stationary])
+def test_a_study_cache_recomputes_a_stale_or_truncated_file_and_can_refuse(tmp_path, study):
+    _, path = study(tmp_path)
+    fingerprint = json.loads(path.read_text())["code_fingerprint"]
+    for corrupt, reason in ((_stale, "was computed by other code"),
+                            (_truncate, "is not valid JSON")):
+        corrupt(path, tmp_path)
+        with pytest.warns(StaleResultWarning, match=reason):
+            again, _ = study(tmp_path)
+        assert again["from_cache"] in (False, None)  # None: the stationary study does not say
+        stored = _strict_loads(path.read_text())  # overwritten with a valid result
+        assert stored["format"] == cache.FORMAT and stored["code_fingerprint"] == fingerprint
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert study(tmp_path)[0]["from_cache"] in (True, None)  # valid: loaded, no warning
+    _truncate(path, tmp_path)
+    with pytest.raises(MissingResultError, match="is not valid JSON"):
+        study(tmp_path, "only")

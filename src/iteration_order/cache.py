@@ -15,8 +15,8 @@ modes (`CACHE_MODES`), chosen by the caller or by ``$ITERATION_ORDER_CACHE``:
   file, the config and the reason (for a check that every page's numbers are in the cache).
 
 Strict JSON: files are written with ``allow_nan=False`` and every non-finite float (NaN, ±inf) is
-stored as ``null``. A trajectory stops at its first non-finite loss, so in its curves only the last
-entry can be ``null`` for that reason (accuracies of a regression task are ``null`` throughout).
+stored as ``null``. A trajectory stops at its first non-finite loss, so its losses can be ``null``
+only at the last recorded step (accuracies of a regression task are ``null`` throughout).
 """
 from __future__ import annotations
 
