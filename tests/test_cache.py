@@ -5,6 +5,7 @@ other code, a curve of the wrong length) must lead to one warning naming the fil
 and a recomputation; ``cache='only'`` must refuse instead; writes are strict JSON.
 """
 import json
+import math
 import shutil
 import warnings
 
@@ -239,7 +240,11 @@ def test_a_diverged_run_is_stored_as_strict_json(tmp_path):
     assert n is not None and stored["recorded_steps"][-1] == n
     assert stored["train_loss"][-1] is None and stored["train_loss"][:-1] == result["train_loss"][:-1]
     assert all(isinstance(v, float) for v in stored["train_loss"][:-1])
-    assert run_trajectory(config, runtime(tmp_path))["from_cache"]  # and it reads back as valid
+    again = run_trajectory(config, runtime(tmp_path))
+    assert again["from_cache"]  # valid as stored
+    # and read back as NaN, as readers of the curves (statistics, figures) have always seen it
+    assert math.isnan(again["train_loss"][-1]) and math.isnan(result["train_loss"][-1])
+    assert again["train_acc"] == result["train_acc"] == [None] * len(again["train_acc"])
 
 
 def test_atomic_write_json_writes_non_finite_numbers_as_null(tmp_path):

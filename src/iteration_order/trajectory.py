@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from .cache import (DEFAULT_RESULTS, InvalidResult, cached, code_fingerprint, config_hash,
-                    jsonable, read_valid)
+                    jsonable, nan_for_null, read_valid)
 from .data import DATASET_NAMES, Dataset, load_dataset
 from .evaluation import Evaluator, loss_function
 from .families import update_family
@@ -65,6 +65,9 @@ TRAJECTORY_MODULES = (
 )
 # The curves of a result, one entry per recorded step (step 0 first).
 CURVES = ("train_loss", "test_loss", "train_acc", "test_acc", "displacement")
+# Curves never None when computed: a null read back is a non-finite value, and reads as NaN.
+# (Accuracies are None for a regression task, so they keep their nulls.)
+_FLOAT_CURVES = ("train_loss", "test_loss", "displacement")
 
 
 def parse_record(spec: str, steps: int) -> list[int]:
@@ -252,7 +255,13 @@ def stored_trajectory(config: TrajectoryConfig, runtime: Runtime) -> dict | None
     stored trajectory: `run_trajectory` and `run_many` both use it."""
     result = read_valid(result_path(config, runtime), jsonable(config), trajectory_fingerprint(),
                         lambda r: _check_curves(config, r), runtime.cache, describe_config(config))
-    return None if result is None else {**result, "from_cache": True}
+    return None if result is None else _decoded({**result, "from_cache": True})
+
+
+def _decoded(result: dict) -> dict:
+    """A stored result as its readers expect it: the nulls that strict JSON wrote for non-finite
+    losses and displacements (a diverged run's last step) back as NaN."""
+    return {**result, **{key: nan_for_null(result[key]) for key in _FLOAT_CURVES}}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -340,13 +349,14 @@ def run_trajectory(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> di
     The result holds the config, the engine, the code fingerprint, the schedule, and per recorded
     step (step 0 first): train/test loss and accuracy on the fixed evaluation subsets, and
     ``displacement`` = ‖θ_n − θ_prev‖ between consecutive recorded iterates. A NaN/inf loss stops
-    the run; ``diverged_at`` records the step, and the non-finite values read back as None (the
-    file is strict JSON). ``runtime.cache`` says whether a stored result may be used (`cache`).
+    the run; ``diverged_at`` records the step (the file holds null for the non-finite values, which
+    read back as NaN). ``runtime.cache`` says whether a stored result may be used (`cache`).
     """
     path = result_path(config, runtime)
-    return cached(path, jsonable(config), trajectory_fingerprint(),
-                  lambda: _train(config, runtime, path.stem), lambda r: _check_curves(config, r),
-                  runtime.cache, describe_config(config))
+    return _decoded(cached(path, jsonable(config), trajectory_fingerprint(),
+                           lambda: _train(config, runtime, path.stem),
+                           lambda r: _check_curves(config, r), runtime.cache,
+                           describe_config(config)))
 
 
 def _train(config: TrajectoryConfig, runtime: Runtime, key: str) -> dict:
