@@ -329,3 +329,15 @@ def test_a_study_cache_recomputes_a_stale_or_truncated_file_and_can_refuse(tmp_p
     _truncate(path, tmp_path)
     with pytest.raises(MissingResultError, match="is not valid JSON"):
         study(tmp_path, "only")
+
+
+def test_a_diverging_probe_run_is_strict_json_and_reads_back_nan(tmp_path):
+    from iteration_order.sharpness import Probe, SharpnessRun, run_probes, sharpness_path
+    run = SharpnessRun(TINY.replace(lr=50.0, batch_size=4, steps=12, order="forward"),
+                       Probe(every=4, batch=16, eigenpairs=1))
+    fresh = run_probes(run, runtime(tmp_path))
+    stored = _strict_loads(sharpness_path(run, runtime(tmp_path)).read_text())
+    assert stored["probe_loss"][-1] is None  # the loss overflowed by the last probe
+    again = run_probes(run, runtime(tmp_path))
+    assert again["from_cache"] and math.isnan(again["probe_loss"][-1])
+    assert math.isnan(fresh["probe_loss"][-1]) and fresh["overlap"][0] is None  # nothing before

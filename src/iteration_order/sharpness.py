@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cache import InvalidResult, cached, code_fingerprint, config_hash, jsonable
+from .cache import InvalidResult, cached, code_fingerprint, config_hash, jsonable, nan_for_null
 from .evaluation import loss_function
 from .hessian import BatchLoss, top_eigenpairs
 from .orders import as_order, iterates
@@ -225,9 +225,19 @@ def _check_probes(run: SharpnessRun, result: dict) -> None:
 def run_probes(run: SharpnessRun, runtime: Runtime = Runtime()) -> dict:
     """Probe one trajectory at its probe steps (or load the cached result) and return the record.
     A stored record is used only while valid for this run and code (`cache`; ``runtime.cache``)."""
-    return cached(sharpness_path(run, runtime), jsonable(run), code_fingerprint(MODULES),
-                  lambda: _probe(run, runtime), lambda r: _check_probes(run, r), runtime.cache,
-                  repr(run))
+    return _decoded(cached(sharpness_path(run, runtime), jsonable(run), code_fingerprint(MODULES),
+                           lambda: _probe(run, runtime), lambda r: _check_probes(run, r),
+                           runtime.cache, repr(run)))
+
+
+def _decoded(result: dict) -> dict:
+    """The nulls strict JSON wrote for non-finite numbers back as NaN. Only the overlaps are
+    legitimately None, at the first probe (nothing to compare with), and stay so."""
+    numbers = {key: nan_for_null(result[key])
+               for key in ("eigenvalues", "sharpness", "probe_loss", "curve_loss")}
+    overlaps = {key: result[key][:1] + nan_for_null(result[key][1:])
+                for key in ("overlap", "subspace_overlap")}
+    return {**result, **numbers, **overlaps}
 
 
 def _probe(run: SharpnessRun, runtime: Runtime) -> dict:
