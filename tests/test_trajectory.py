@@ -60,12 +60,12 @@ def test_atomic_write_survives_a_crash_mid_write(tmp_path, monkeypatch):
 
 
 def test_interrupted_run_leaves_no_result_and_resumes(tmp_path, monkeypatch):
-    import iteration_order.trajectory as trajectory
+    import iteration_order.cache as cache
 
     def crash(path, payload):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trajectory, "atomic_write_json", crash)
+    monkeypatch.setattr(cache, "atomic_write_json", crash)  # every cached result is written there
     with pytest.raises(KeyboardInterrupt):
         run_trajectory(SMALL, runtime(tmp_path))
     assert list(tmp_path.glob("*.json")) == []
@@ -142,7 +142,8 @@ def test_missing_data_file_writes_nothing(tmp_path):
     config = TrajectoryConfig(dataset="fashionmnist", steps=2)
     with pytest.raises(DataNotFoundError, match="FashionMNIST/raw/train-images-idx3-ubyte"):
         run_trajectory(config, runtime(tmp_path / "results", data_root=str(tmp_path)))
-    assert not (tmp_path / "results").exists()
+    # the results folder is checked (created) before any work starts, and stays empty
+    assert list((tmp_path / "results").iterdir()) == []
 
 
 def test_engine_choice(tmp_path):
@@ -267,3 +268,24 @@ def test_large_schedules_are_stored_as_a_digest(tmp_path, monkeypatch):
     assert len(small["schedule"]) == 4 and large["schedule"] is None
     assert large["schedule_sha256"] == small["schedule_sha256"]
     assert large["train_loss"] == small["train_loss"]
+
+
+def test_a_constant_image_channel_is_zero_not_nan(tmp_path):
+    import numpy as np
+    from iteration_order.data import load_dataset
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 4, 4, 3), dtype=np.uint8)
+    images[..., 2] = 200  # a blank channel: no spread over the training split
+    np.savez(tmp_path / "blank.npz", x_train=images[:32], y_train=rng.integers(0, 3, 32),
+             x_test=images[32:], y_test=rng.integers(0, 3, 8))
+    data = load_dataset("npz:blank", tmp_path)
+    assert torch.isfinite(data.x_train).all() and torch.isfinite(data.x_test).all()
+    assert torch.equal(data.x_train[:, 2], torch.zeros_like(data.x_train[:, 2]))
+    other = data.x_train[:, :2].transpose(0, 1).reshape(2, -1)
+    assert torch.allclose(other.mean(1), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(other.std(1), torch.ones(2), atol=1e-6)
+    # the symptom: NaN inputs made every run "diverge" at step 0, and that was cached
+    config = TrajectoryConfig(dataset="npz:blank", depth=1, width=8, lr=0.01, batch_size=4,
+                              steps=4, order="forward")
+    result = run_trajectory(config, runtime(tmp_path / "results", data_root=str(tmp_path)))
+    assert result["diverged_at"] is None and all(map(math.isfinite, result["train_loss"]))

@@ -13,7 +13,8 @@ Sources, by data set name:
   ``classes``). The loaded `Dataset` says whether it is a subset of the official set.
 
 Images are scaled to [0, 1] and standardised per channel with the training split's own mean and
-standard deviation. There is no augmentation: the paper trains without regularisation.
+standard deviation; a channel that is constant over the training split carries no information and
+becomes 0 (centred, divided by 1) rather than 0/0. There is no augmentation: the paper trains without regularisation.
 ``fake=True`` replaces any image set by Gaussian noise and random labels with the real shapes, for
 smoke runs that must not read files.
 """
@@ -90,10 +91,18 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
 
 
 def _standardise(x_train: torch.Tensor, x_test: torch.Tensor):
-    """Scale uint8 images [N, C, H, W] to [0,1], then standardise with the training split's stats."""
+    """Scale uint8 images [N, C, H, W] to [0,1], then standardise with the training split's stats.
+
+    A channel constant over the training split (a blank channel) has no spread to divide by: it is
+    centred on its value and divided by 1, so its training values are exactly 0 (0/0 would make
+    every input NaN, and a float round-off std of 1e-8 would blow the channel up instead)."""
+    # decided on the integers, where "constant" is exact
+    constant = (x_train.amax(dim=(0, 2, 3)) == x_train.amin(dim=(0, 2, 3)))[None, :, None, None]
     x_train, x_test = x_train.float() / 255, x_test.float() / 255
     mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
     std = x_train.std(dim=(0, 2, 3), keepdim=True)
+    mean = torch.where(constant, x_train[:1, :, :1, :1], mean)
+    std = torch.where(constant, torch.ones_like(std), std)
     return (x_train - mean) / std, (x_test - mean) / std
 
 

@@ -25,7 +25,6 @@ are in `iteration_order.book.sharpness_study`.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -35,18 +34,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cache import atomic_write_json, config_hash, read_json
+from .cache import InvalidResult, cached, code_fingerprint, config_hash, jsonable, nan_for_null
 from .evaluation import loss_function
 from .hessian import BatchLoss, top_eigenpairs
 from .orders import as_order, iterates
 from .seeding import generator
-from .trajectory import Runtime, TrajectoryConfig, prepare, resolve_device
+from .trajectory import TRAJECTORY_MODULES, Runtime, TrajectoryConfig, prepare, resolve_device
 
 __all__ = ["Probe", "SharpnessRun", "HessianProbe", "Reading", "probe_steps",
            "probe_batch_rows", "overlap", "subspace_overlap", "probe_iteration", "run_probes",
            "sharpness_path"]
 
 RESULTS_SUBDIR = "sharpness"
+# What determines a probe result: the trajectory's code, the Hessian tools and this module.
+MODULES = (*TRAJECTORY_MODULES, "hessian", "sharpness")
+_PER_PROBE = ("eigenvalues", "sharpness", "probe_loss", "overlap", "subspace_overlap")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -208,11 +210,37 @@ def sharpness_path(run: SharpnessRun, runtime: Runtime) -> Path:
     return Path(runtime.results_dir) / RESULTS_SUBDIR / f"{config_hash(run)}-{device}.json"
 
 
+def _check_probes(run: SharpnessRun, result: dict) -> None:
+    """A stored record probes exactly the run's steps, with one entry per probe and per curve
+    step; raises `InvalidResult` otherwise."""
+    for key, steps, per_step in (("steps", run.steps(), _PER_PROBE),
+                                 ("curve_steps", run.curve_steps(), ("curve_loss",))):
+        if result.get(key) != steps:
+            raise InvalidResult(f"holds {key} other than the {len(steps)} the run plans")
+        for name in per_step:
+            if not isinstance(result.get(name), list) or len(result[name]) != len(steps):
+                raise InvalidResult(f"has no list of {len(steps)} entries in {name!r}")
+
+
 def run_probes(run: SharpnessRun, runtime: Runtime = Runtime()) -> dict:
-    """Probe one trajectory at its probe steps (or load the cached result) and return the record."""
-    path = sharpness_path(run, runtime)
-    if path.is_file():
-        return {**read_json(path), "from_cache": True}
+    """Probe one trajectory at its probe steps (or load the cached result) and return the record.
+    A stored record is used only while valid for this run and code (`cache`; ``runtime.cache``)."""
+    return _decoded(cached(sharpness_path(run, runtime), jsonable(run), code_fingerprint(MODULES),
+                           lambda: _probe(run, runtime), lambda r: _check_probes(run, r),
+                           runtime.cache, repr(run)))
+
+
+def _decoded(result: dict) -> dict:
+    """The nulls strict JSON wrote for non-finite numbers back as NaN. Only the overlaps are
+    legitimately None, at the first probe (nothing to compare with), and stay so."""
+    numbers = {key: nan_for_null(result[key])
+               for key in ("eigenvalues", "sharpness", "probe_loss", "curve_loss")}
+    overlaps = {key: result[key][:1] + nan_for_null(result[key][1:])
+                for key in ("overlap", "subspace_overlap")}
+    return {**result, **numbers, **overlaps}
+
+
+def _probe(run: SharpnessRun, runtime: Runtime) -> dict:
     config = run.trajectory
     prepared = prepare(config, runtime)
     data = prepared.data
@@ -224,9 +252,9 @@ def run_probes(run: SharpnessRun, runtime: Runtime = Runtime()) -> dict:
     iteration = iterates(prepared.maps, prepared.state0, config.order,
                          at=[n for n in curve_steps if n > 0], group_size=prepared.group_size)
     record = probe_iteration(chain([(0, prepared.state0)], iteration), probe, steps, curve_steps)
-    result = {
-        "config": dataclasses.asdict(run),
-        "key": path.stem,
+    return {
+        "key": sharpness_path(run, runtime).stem,
+        "engine": prepared.engine,
         "data": data.note,
         "probe_rows": len(rows),
         "threshold": 2 / config.lr,
@@ -235,5 +263,3 @@ def run_probes(run: SharpnessRun, runtime: Runtime = Runtime()) -> dict:
         "runtime": {"device": str(prepared.device), "threads": prepared.threads,
                     "torch": torch.__version__, "wall_seconds": time.perf_counter() - start},
     }
-    atomic_write_json(path, result)
-    return {**read_json(path), "from_cache": False}

@@ -2,7 +2,10 @@
 
 A run is fully described by a frozen `TrajectoryConfig` (the science) and a `Runtime` (where and
 how it executes). Its result is cached as JSON under ``results/<config hash>-<device>.json``,
-written atomically, and a rerun with the same config and device loads it instead of training.
+written atomically, with the full config, the engine and the fingerprint of the code that
+determines a trajectory (`TRAJECTORY_MODULES`). A rerun with the same config and device loads it
+instead of training only if it is valid: see `cache` for the check and the cache modes
+(``Runtime(cache=...)`` or ``$ITERATION_ORDER_CACHE``: use, refresh, only).
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .cache import DEFAULT_RESULTS, atomic_write_json, config_hash, read_json
+from .cache import (DEFAULT_RESULTS, InvalidResult, cached, code_fingerprint, config_hash,
+                    jsonable, nan_for_null, read_valid)
 from .data import DATASET_NAMES, Dataset, load_dataset
 from .evaluation import Evaluator, loss_function
 from .families import update_family
@@ -30,7 +34,8 @@ from .seeding import generator, seed_everything
 
 __all__ = ["TrajectoryConfig", "Runtime", "run_trajectory", "recorded_steps", "resolve_device",
            "OPTIMIZERS", "ENGINES", "result_path", "parse_record", "prepare", "Prepared",
-           "choose_engine"]
+           "choose_engine", "TRAJECTORY_MODULES", "trajectory_fingerprint", "stored_trajectory",
+           "describe_config", "CURVES"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 ENGINES = ("auto", "sequential", "batched")
@@ -42,6 +47,28 @@ _MAX_GROUP = 256
 # field -> its default, which must never change
 _ADDED_LATER = {"init": "torch", "update": "sgd", "micro_batches": 1, "reg_lambda": 0.0}
 _MAX_STORED_SCHEDULE = 50_000  # larger schedules are stored as a digest: results stay small
+
+# The modules whose code determines a trajectory's numbers: a cached result is used only while
+# their fingerprint (`cache.code_fingerprint`: code, not comments or docstrings) is unchanged.
+# Plots, pages, the benchmark, the cost model and the statistics are left out on purpose, so that
+# changing how results are shown never throws away hours of runs.
+TRAJECTORY_MODULES = (
+    "data",           # the examples and their standardisation
+    "models",         # architectures and their initialisation
+    "schedule",       # which examples form each batch
+    "seeding",        # the random streams of initialisation, schedule and evaluation subsets
+    "maps",           # the training step itself (SGD, torch.optim optimisers)
+    "families",       # which maps an ``update`` builds (the plug-in table)
+    "orders",         # the order engine: which maps are applied to which iterate
+    "evaluation",     # the recorded losses and accuracies
+    "trajectory",     # this runner: what is recorded, divergence, engine choice
+    "order_average",  # registers Appendix D's updates, whose maps it builds
+)
+# The curves of a result, one entry per recorded step (step 0 first).
+CURVES = ("train_loss", "test_loss", "train_acc", "test_acc", "displacement")
+# Curves never None when computed: a null read back is a non-finite value, and reads as NaN.
+# (Accuracies are None for a regression task, so they keep their nulls.)
+_FLOAT_CURVES = ("train_loss", "test_loss", "displacement")
 
 
 def parse_record(spec: str, steps: int) -> list[int]:
@@ -166,6 +193,8 @@ class Runtime:
     download: bool = False                 # let torchvision fetch missing data (needs internet)
     results_dir: Path = field(default=DEFAULT_RESULTS)
     progress: bool = True                  # a bar, shown once a run has lasted a few seconds
+    cache: str | None = None               # use | refresh | only (see `cache`); None: the
+                                           # value of $ITERATION_ORDER_CACHE, else use
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -193,6 +222,61 @@ def recorded_steps(config: TrajectoryConfig) -> list[int]:
 def result_path(config: TrajectoryConfig, runtime: Runtime) -> Path:
     device = resolve_device(runtime.device).type
     return Path(runtime.results_dir) / f"{config_hash(config.identity())}-{device}.json"
+
+
+def trajectory_fingerprint() -> str:
+    """The fingerprint every trajectory result carries (see `TRAJECTORY_MODULES`)."""
+    return code_fingerprint(TRAJECTORY_MODULES)
+
+
+def describe_config(config: TrajectoryConfig) -> str:
+    """A config by the fields that differ from the defaults: short enough for a log or an error,
+    complete enough to rebuild it."""
+    default = TrajectoryConfig()
+    changed = [f"{f.name}={getattr(config, f.name)!r}" for f in dataclasses.fields(config)
+               if getattr(config, f.name) != getattr(default, f.name)]
+    return f"TrajectoryConfig({', '.join(changed)})"
+
+
+def _check_curves(config: TrajectoryConfig, result: dict) -> None:
+    """A stored trajectory has the steps its config plans (up to ``diverged_at`` for a diverged
+    run) and one entry per recorded step in every curve; raises `InvalidResult` otherwise."""
+    missing = [k for k in ("recorded_steps", "diverged_at", "engine", *CURVES) if k not in result]
+    if missing:
+        raise InvalidResult(f"lacks {', '.join(missing)}")
+    plan, steps = [0] + recorded_steps(config), result["recorded_steps"]
+    diverged = result["diverged_at"]
+    if diverged is not None and diverged not in plan:
+        raise InvalidResult(f"diverged_at={diverged!r} is not a step the config records")
+    expected = plan if diverged is None else plan[:plan.index(diverged) + 1]
+    if steps != expected:
+        planned = f"the {len(expected)} steps the config plans" + (
+            "" if diverged is None else f" up to its divergence at {diverged}")
+        if not isinstance(steps, list) or len(steps) != len(expected):
+            size = len(steps) if isinstance(steps, list) else repr(steps)
+            raise InvalidResult(f"records {size} steps, not {planned}")
+        n, m = next((a, b) for a, b in zip(steps, expected) if a != b)
+        raise InvalidResult(f"records other steps than {planned} (step {n!r} where {m} is planned)")
+    for key in CURVES:
+        curve = result[key]
+        if not isinstance(curve, list) or len(curve) != len(steps):
+            size = len(curve) if isinstance(curve, list) else type(curve).__name__
+            raise InvalidResult(f"has {size} entries in {key!r} for {len(steps)} recorded steps")
+
+
+def stored_trajectory(config: TrajectoryConfig, runtime: Runtime) -> dict | None:
+    """The valid cached result of ``config``, or None where `run_trajectory` would compute it
+    (with one warning for an invalid file; ``cache='only'`` raises instead). The one check of a
+    stored trajectory: `run_trajectory` and `run_many` both use it."""
+    result = read_valid(result_path(config, runtime), jsonable(config), trajectory_fingerprint(),
+                        lambda r: _check_curves(config, r), runtime.cache, describe_config(config))
+    return None if result is None else _decoded({**result, "from_cache": True})
+
+
+def _decoded(result: dict) -> dict:
+    """A stored result as its readers expect it: the nulls that strict JSON wrote for non-finite
+    losses and displacements (a diverged run's last step) back as NaN."""
+    return {**result, **{key: nan_for_null(result[key]) for key in _FLOAT_CURVES}}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -277,14 +361,21 @@ def prepare(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> Prepared:
 def run_trajectory(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> dict:
     """Train one trajectory (or load it from the cache) and return its recorded curves.
 
-    The result holds the config, the schedule, and per recorded step (step 0 first): train/test
-    loss and accuracy on the fixed evaluation subsets, and ``displacement`` = ‖θ_n − θ_prev‖ between
-    consecutive recorded iterates. A NaN/inf loss stops the run; ``diverged_at`` records the step.
+    The result holds the config, the engine, the code fingerprint, the schedule, and per recorded
+    step (step 0 first): train/test loss and accuracy on the fixed evaluation subsets, and
+    ``displacement`` = ‖θ_n − θ_prev‖ between consecutive recorded iterates. A NaN/inf loss stops
+    the run; ``diverged_at`` records the step (the file holds null for the non-finite values, which
+    read back as NaN). ``runtime.cache`` says whether a stored result may be used (`cache`).
     """
     path = result_path(config, runtime)
-    if path.is_file():
-        return {**read_json(path), "from_cache": True}
+    return _decoded(cached(path, jsonable(config), trajectory_fingerprint(),
+                           lambda: _train(config, runtime, path.stem),
+                           lambda r: _check_curves(config, r), runtime.cache,
+                           describe_config(config)))
 
+
+def _train(config: TrajectoryConfig, runtime: Runtime, key: str) -> dict:
+    """The recorded curves of one run, computed (the cache adds config and fingerprint)."""
     run = prepare(config, runtime)
     # The bar counts map applications, so its ETA is the cost model's, not a per-step guess.
     bar = tqdm(total=run.planned, disable=not runtime.progress, unit="map", leave=False,
@@ -310,9 +401,9 @@ def run_trajectory(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> di
             break
     bar.close()
 
-    result = {
-        "config": dataclasses.asdict(config),
-        "key": path.stem,
+    return {
+        "key": key,
+        "engine": run.engine,
         "data": run.data.note,
         "runtime": {"device": str(run.device), "threads": run.threads, "engine": run.engine,
                     "group_size": run.group_size, "torch": torch.__version__,
@@ -325,9 +416,6 @@ def run_trajectory(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> di
         "diverged_at": diverged_at,
         **_stored_schedule(run.schedule),
     }
-    atomic_write_json(path, result)
-    # Return what a rerun would load, so fresh and cached results are indistinguishable.
-    return {**read_json(path), "from_cache": False}
 
 
 def _stored_schedule(schedule: torch.Tensor) -> dict:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .. import stability
-from ..cache import atomic_write_json, config_hash, read_json
+from ..cache import InvalidResult, cached, code_fingerprint, config_hash, jsonable, nan_for_null
 from ..data import Dataset
 from ..evaluation import Evaluator, loss_function
 from ..hessian import flatten
@@ -37,12 +37,16 @@ from ..maps import initial_state, sgd_maps
 from ..models import MLP
 from ..orders import iterates
 from .plots import ORDER_COLOURS
-from ..trajectory import Runtime, TrajectoryConfig, parse_record, prepare, resolve_device
+from ..trajectory import (TRAJECTORY_MODULES, Runtime, TrajectoryConfig, parse_record, prepare,
+                          resolve_device)
 
 __all__ = ["LieStudy", "run_study", "fitted_slope", "crossover", "useful_limit", "sweep_table",
            "steps_table", "plot_sweep", "plot_steps"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# What determines the study's numbers: the trajectory's code, Appendix C's method, the ratio of
+# `stability` and this module.
+MODULES = (*TRAJECTORY_MODULES, "hessian", "lie", "stability", "book.lie_study")
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
@@ -251,13 +255,38 @@ def run_study(study: LieStudy, runtime: Runtime = Runtime()) -> dict:
     (``travel``), the correction's size h²‖C_n‖, the sign changes of hidden units, and the train and
     test losses of the three iterates. ``sweep`` (per step of ``sweep_at``): both errors and the
     sign changes for every h, the errors' log-log slopes on the ``fit_points`` smallest h, and the
-    `crossover` h.
+    `crossover` h. A stored study is used only while valid for this study and code (`cache`;
+    ``runtime.cache``).
     """
     device = resolve_device(runtime.device).type
     path = Path(runtime.results_dir) / "lie" / f"{config_hash(study.identity())}-{device}.json"
-    if path.is_file():
-        return {**read_json(path), "from_cache": True}
+    result = cached(path, jsonable(study), code_fingerprint(MODULES),
+                    lambda: _measure(study, runtime, path.stem), lambda r: _check_study(study, r),
+                    runtime.cache, repr(study))
+    # nothing in these two is None when computed: a null read back is a NaN (strict JSON)
+    return {**result, "along": nan_for_null(result["along"]),
+            "sweep": nan_for_null(result["sweep"])}
 
+
+def _check_study(study: LieStudy, result: dict) -> None:
+    """A stored study has one entry per step along the run and per h of every sweep; raises
+    `InvalidResult` otherwise."""
+    along, sweep = result.get("along"), result.get("sweep")
+    if not isinstance(along, dict) or along.get("step") != study.steps:
+        raise InvalidResult(f"does not hold the steps {study.steps} along the run")
+    if any(not isinstance(v, list) or len(v) != len(study.steps) for v in along.values()):
+        raise InvalidResult(f"has a curve along the run without {len(study.steps)} entries")
+    if not isinstance(sweep, dict) or list(sweep) != [str(n) for n in study.sweep_at]:
+        raise InvalidResult(f"does not hold the sweep at the steps {list(study.sweep_at)}")
+    for n, s in sweep.items():
+        if any(not isinstance(s.get(k), list) or len(s[k]) != len(study.lrs)
+               for k in ("forward_error", "approx_error", "sign_changes")):
+            raise InvalidResult(f"has a sweep at n = {n} without {len(study.lrs)} entries per h")
+
+
+def _measure(study: LieStudy, runtime: Runtime, key: str) -> dict:
+    """The study's numbers, computed (the cache adds config and fingerprint)."""
+    device = resolve_device(runtime.device).type
     start = time.perf_counter()
     problem = _problem(study, runtime)
     along, sweep_at = study.steps, list(study.sweep_at)
@@ -292,9 +321,9 @@ def run_study(study: LieStudy, runtime: Runtime = Runtime()) -> dict:
         s["approx_slope"] = fitted_slope(study.lrs[:k], s["approx_error"][:k])
         s["crossover"] = crossover(study.lrs, s["forward_error"], s["approx_error"])
 
-    result = {
+    return {
         "study": dataclasses.asdict(study),
-        "key": path.stem,
+        "key": key,
         "data": problem.data.note,
         "parameters": sum(p.numel() for p in problem.model.parameters()),
         "lrs": study.lrs,
@@ -304,8 +333,6 @@ def run_study(study: LieStudy, runtime: Runtime = Runtime()) -> dict:
                     "torch": torch.__version__, "wall_seconds": time.perf_counter() - start,
                     "correction_seconds": correction_seconds},
     }
-    atomic_write_json(path, result)
-    return {**read_json(path), "from_cache": False}
 
 
 def sweep_table(results: dict[str, dict]) -> pd.DataFrame:

@@ -22,10 +22,12 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from ..cache import DEFAULT_RESULTS, atomic_write_json, config_hash, read_json
+from ..cache import (DEFAULT_RESULTS, InvalidResult, cached, code_fingerprint, config_hash,
+                     jsonable, nan_for_null)
 from ..orders import iterates
 from .plots import ORDER_COLOURS
 from ..seeding import generator, stream_seed
+from ..trajectory import TRAJECTORY_MODULES
 from ..stationary import (Draw, _network_contraction, _regression_draw, _TailSpread, affine_chains,
                          fit_rates, ks_summary, network_maps, network_problem, quadratic_draw,
                          quadratic_stationary_variance, regression_maps, regression_moments)
@@ -34,6 +36,9 @@ __all__ = ["StationaryStudy", "run_study", "PROBLEMS", "tests_table", "chains_ta
            "histogram_figure", "ks_distance_figure", "trace_figure", "MIN_CHAINS"]
 
 PROBLEMS = ("quadratic", "regression", "network")
+# What determines the study's numbers: the maps, orders and seeding of the trajectory code,
+# Theorem 2.6's chains and laws, and this module.
+MODULES = (*TRAJECTORY_MODULES, "stationary", "book.stationary_study")
 MIN_CHAINS = 20      # below this a KS test has almost no power and the histograms say nothing
 
 
@@ -299,21 +304,34 @@ def _run_problem(name: str, study: StationaryStudy, device) -> dict:
 
 
 def run_study(study: StationaryStudy, device: str = "cpu",
-              results: Path | str | None = None) -> dict:
+              results: Path | str | None = None, cache: str | None = None) -> dict:
     """All three problems, cached in ``<results>/stationary-<hash>-<device>.json``.
 
     Everything in the result is determined by ``study`` except each problem's
-    ``compute_seconds`` (wall time of the run that filled the cache)."""
+    ``compute_seconds`` (wall time of the run that filled the cache). A stored study is used
+    only while valid for this study and code; ``cache`` is the mode (see `cache`; None:
+    ``$ITERATION_ORDER_CACHE``, else use)."""
     folder = Path(results) if results is not None else DEFAULT_RESULTS
     path = folder / f"stationary-{config_hash(study)}-{torch.device(device).type}.json"
-    if path.is_file():
-        return read_json(path)
+    stored = cached(path, jsonable(study), code_fingerprint(MODULES),
+                    lambda: {"problems": _run_problems(study, device)}, _check_problems, cache,
+                    repr(study))
+    # nothing in the problems is None when computed: a null read back is a NaN (strict JSON)
+    return nan_for_null(stored["problems"])
+
+
+def _check_problems(result: dict) -> None:
+    problems = result.get("problems")
+    if not isinstance(problems, dict) or list(problems) != list(PROBLEMS):
+        raise InvalidResult(f"does not hold the problems {', '.join(PROBLEMS)}")
+
+
+def _run_problems(study: StationaryStudy, device: str) -> dict:
     out = {}
     for name in PROBLEMS:
         start = time.perf_counter()
         out[name] = {**_run_problem(name, study, device),
                      "compute_seconds": round(time.perf_counter() - start, 1)}
-    atomic_write_json(path, out)
     return out
 
 
