@@ -11,7 +11,8 @@ The book (its registry, page runner, each page's experiment, tables and figures)
 subpackage `iteration_order.book`, which this library never imports; the library itself needs no
 plotting or table library.
 """
-from .cache import atomic_write_json, config_hash, read_json
+from .cache import (MissingResultError, StaleResultWarning, atomic_write_json, config_hash,
+                    read_json)
 from .data import DATASET_NAMES, DataNotFoundError, Dataset, load_dataset
 from .families import MapFamily, register_update, updates
 from .maps import (OptimizerMaps, SGDMaps, check_schedule, initial_optimizer_state, initial_state,
@@ -24,7 +25,7 @@ from .seeding import generator, seed_everything, set_threads
 from .trajectory import (ENGINES, OPTIMIZERS, Runtime, TrajectoryConfig, parse_record, prepare,
                          recorded_steps, run_trajectory)
 from .cost import CostEstimate, cost_table, estimate_costs
-from .parallel import run_many
+from .parallel import RunsFailed, run_many
 from .hessian import BatchLoss, top_eigenpairs
 from .lie import approximate_backward, corrections, lie_bracket
 from .order_average import UPDATES, gradients_and_correction, update_maps

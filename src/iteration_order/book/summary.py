@@ -37,7 +37,7 @@ from scipy import stats
 from .registry import page, resolved_parameters
 from .pages import OrdersExperiment, stability_table
 from ..parallel import run_many
-from ..trajectory import Runtime, result_path, run_trajectory
+from ..trajectory import Runtime, stored_trajectory
 
 __all__ = ["CLAIMS", "MIN_INTERVAL_SEEDS", "SummaryConfig", "page_experiment", "claim_ratios",
            "claim_evidence", "smallest_sign_p", "divergence_note", "page_claims", "claims_table",
@@ -91,16 +91,17 @@ def page_experiment(name: str, profile: str, train_missing: bool, runtime: Runti
                     jobs: int = 1) -> tuple[OrdersExperiment, dict]:
     """A figure page's experiment at a profile and its results, loaded from the cache."""
     experiment = OrdersExperiment.from_parameters(resolved_parameters(name, profile))
-    missing = [c for c in experiment.configs() if not result_path(c, runtime).is_file()]
+    # a stale or unreadable file counts as missing: it is never read, nor recomputed unasked
+    stored = {c: stored_trajectory(c, runtime) for c in experiment.configs()}
+    missing = [c for c, result in stored.items() if result is None]
     if missing and not train_missing:
         raise ValueError(
-            f"page {name!r} has {len(missing)} trajectories not yet computed at profile "
-            f"{profile!r}; execute it first: python -m iteration_order.book run --profile "
-            f"{profile} --only {name}")
+            f"page {name!r} has {len(missing)} trajectories not computed (or not valid) at "
+            f"profile {profile!r}; execute it first: python -m iteration_order.book run "
+            f"--profile {profile} --only {name}")
     if missing:
-        run_many(missing, runtime, jobs=jobs, announce=False)
-    results = {(c.seed, c.order): run_trajectory(c, runtime) for c in experiment.configs()}
-    return experiment, results
+        stored.update(zip(missing, run_many(missing, runtime, jobs=jobs, announce=False)))
+    return experiment, {(c.seed, c.order): stored[c] for c in experiment.configs()}
 
 
 def claim_ratios(table: pd.DataFrame) -> pd.DataFrame:
