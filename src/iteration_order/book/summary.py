@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .registry import page, resolved_parameters
+from .registry import PROFILES, page, resolved_parameters
 from .pages import OrdersExperiment, stability_table
 from ..parallel import run_many
 from ..seeding import stream_seed
 from ..trajectory import Runtime, result_path, run_trajectory
+from ..validation import check_bool, check_choice, check_int, check_list, check_number, check_str
 
 __all__ = ["CLAIMS", "SummaryConfig", "page_experiment", "claim_ratios", "paired_bootstrap",
            "claims_table"]
@@ -49,16 +50,19 @@ class SummaryConfig:
     train_missing: bool = False  # smoke runs may train; book pages only load
 
     def __post_init__(self):
-        object.__setattr__(self, "pages", tuple(self.pages))
+        pages = check_list("pages", self.pages, ["fig04-x2", "fig07-fashionmnist"],
+                           lambda name, value: check_str(name, value))
+        object.__setattr__(self, "pages", pages)
         if not self.pages:
-            raise ValueError("a summary needs at least one page")
+            raise ValueError("a summary needs at least one page; got pages=[]")
         for name in self.pages:
             if page(name)["template"] != "orders":
                 raise ValueError(f"page {name!r} is not a figure page of the orders template")
-        if not (isinstance(self.resamples, int) and self.resamples >= 100):
-            raise ValueError(f"resamples must be an integer >= 100; got {self.resamples!r}")
-        if not 0 < self.level < 1:
-            raise ValueError(f"level must be in (0, 1); got {self.level!r}")
+        check_choice("profile", self.profile, PROFILES)
+        check_int("resamples", self.resamples, 100)
+        check_number("level", self.level, 0, 1, low_open=True, high_open=True)
+        check_int("seed", self.seed, 0)
+        check_bool("train_missing", self.train_missing)
 
 
 def page_experiment(name: str, profile: str, train_missing: bool, runtime: Runtime = Runtime(),
