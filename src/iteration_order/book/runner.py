@@ -69,10 +69,9 @@ def _header(name: str, profile: str, params: dict, wall: float, day: str) -> str
     # a model other than the MLP never receives the MLP's fields (see OrdersExperiment.config)
     model = params.get("model", all_defaults.get("model", "mlp"))
     unused = set(MLP_FIELDS) if model != "mlp" else set()
-    rows = "\n".join([f"| `{k}` | `{json.dumps(v)}` | this page |" for k, v in params.items()]
-                     + [f"| `{k}` | `{json.dumps(v)}` | template default"
-                        f"{', not used by this model' if k in unused else ''} |"
-                        for k, v in defaults.items()])
+    rows = "\n".join(
+        [_row(k, v, "this page", k in unused) for k, v in params.items()]
+        + [_row(k, v, "template default", k in unused) for k, v in defaults.items()])
     gaps = departures(name, profile)
     gap_text = "\n".join(f"- {g}" for g in gaps) if gaps else "- none: these are the paper's settings"
     return (f"# {entry['title']}\n\n"
@@ -85,6 +84,11 @@ def _header(name: str, profile: str, params: dict, wall: float, day: str) -> str
             f"```{{dropdown}} All parameters of this run\n| parameter | value | set by |\n"
             f"|---|---|---|\n"
             f"{rows}\n```\n")
+
+
+def _row(name: str, value, source: str, unused: bool) -> str:
+    return (f"| `{name}` | `{json.dumps(value)}` | {source}"
+            f"{', not used by this model' if unused else ''} |")
 
 
 def _conclusion(name: str, profile: str) -> str:
