@@ -19,6 +19,7 @@ is not a registry at all raises `RegistryError` naming the file and the problem.
 from __future__ import annotations
 
 import json
+import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -151,8 +152,15 @@ def _defaults(template: str) -> dict:
     import ast
 
     import papermill
-    return {name: ast.literal_eval(spec["default"])
-            for name, spec in papermill.inspect_notebook(template).items()}
+    # papermill logs "Input Notebook: ..." at INFO, which `book run` shows for the cells' output
+    logger = logging.getLogger("papermill")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        inspected = papermill.inspect_notebook(template)
+    finally:
+        logger.setLevel(level)
+    return {name: ast.literal_eval(spec["default"]) for name, spec in inspected.items()}
 
 
 def template_defaults(template: Path) -> dict:
