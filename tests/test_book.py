@@ -135,5 +135,74 @@ def test_resolved_parameters_add_the_template_defaults_a_page_leaves_out():
 def test_the_header_shows_template_defaults_as_such():
     text = runner._header("fig02-resnet18", "cpu", parameters("fig02-resnet18", "cpu"), 60.0, "day")
     assert "| `model` | `\"resnet18\"` | this page |" in text
-    assert "| `depth` | `2` | template default |" in text
+    # a ResNet never receives the MLP's fields (OrdersExperiment.config), and the header says so
+    assert "| `depth` | `2` | template default, not used by this model |" in text
+    assert "| `optimizer` | `\"sgd\"` | template default |" in text
     assert "`jobs`" not in text  # runtime parameters are not part of the science
+    mlp = runner._header("fig04-x2", "cpu", parameters("fig04-x2", "cpu"), 60.0, "day")
+    assert "| `init` | `\"torch\"` | template default |" in mlp
+
+
+# ------------------------------------------------------------------------------------------------
+# Nothing from the registry is executed as code
+# ------------------------------------------------------------------------------------------------
+
+def _one_page_registry(tmp_path, smoke: str):
+    path = tmp_path / "experiments.yml"
+    path.write_text("pages:\n  evil:\n    template: orders\n    title: t\n    claim: c\n"
+                    f"    profiles:\n      smoke: {{{smoke}}}\n      cpu: {{}}\n      paper: {{}}\n")
+    return path
+
+
+def test_a_parameter_name_is_never_executed(tmp_path, monkeypatch):
+    marker = tmp_path / "marker"
+    key = f"steps; import os; os.system('touch {marker}'); y"
+    monkeypatch.setattr(registry, "REGISTRY", _one_page_registry(tmp_path, f'"{key}": 1'))
+    monkeypatch.setattr(runner, "BOOK", tmp_path / "book")
+    monkeypatch.setattr(runner, "LOGS", tmp_path / "logs")
+    (tmp_path / "book").mkdir()
+    with pytest.raises(ValueError, match="nothing was run") as refused:
+        runner.run_pages("smoke", only=["evil"])
+    assert "a parameter name must be a Python identifier" in str(refused.value)
+    with pytest.raises(ValueError, match="page 'evil' at profile 'smoke': a parameter name must be "
+                                         "a Python identifier"):
+        runner.execute_page("evil", "smoke", jobs=1)  # the runner's own check, before papermill
+    assert not marker.exists() and list((tmp_path / "book").iterdir()) == []
+
+
+def test_a_parameter_value_arrives_as_a_plain_string(tmp_path):
+    """Strings that would close a quote and run code if they were pasted into the notebook reach
+    the kernel unchanged (papermill writes their repr), and the template accepts them as text."""
+    import papermill
+
+    from test_validation import truncated_template
+
+    marker = tmp_path / "m"
+    values = {"dataset": f"x'); import os; os.system('touch {marker}'); ('",
+              "init": f'x"); import os; os.system("touch {marker}"); ("',
+              "optimizer": f"x\nimport os; os.system('touch {marker}')",
+              "record": f"x\\'); import os; os.system('touch {marker}'); (\\'"}
+    source = truncated_template("orders", tmp_path, "print(repr([dataset, init, optimizer, record]))")
+    papermill.execute_notebook(str(source), str(tmp_path / "out.ipynb"), parameters=values,
+                               kernel_name="python3", progress_bar=False)
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    printed = out.cells[-1].outputs[0]["text"].strip()
+    assert printed == repr(list(values.values()))
+    assert not marker.exists()
+
+
+def test_a_page_executed_at_another_profile_is_replaced_only_when_forced(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "BOOK", tmp_path)
+    nb = nbformat.v4.new_notebook()
+    runner._decorate(nb, "theory", "cpu", parameters("theory", "cpu"), wall=6.0, day="2026-01-01")
+    nbformat.write(nb, tmp_path / "theory.ipynb")
+    runner.check_overwrite("theory", "cpu")               # the same profile: a rerun
+    runner.check_overwrite("theory", "smoke", force=True)  # asked for
+    runner.check_overwrite("fig04-x2", "smoke")            # nothing executed yet
+    with pytest.raises(ValueError, match="book/theory.ipynb was executed at profile 'cpu'; running "
+                                         "it at profile 'smoke' would replace it: pass --force"):
+        runner.check_overwrite("theory", "smoke")
+    before = (tmp_path / "theory.ipynb").read_bytes()
+    with pytest.raises(SystemExit):
+        runner.main(["run", "--profile", "smoke", "--only", "theory"])
+    assert (tmp_path / "theory.ipynb").read_bytes() == before

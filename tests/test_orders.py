@@ -167,7 +167,7 @@ def test_bad_reset_arguments():
         Reset()
     with pytest.raises(ValueError, match="exactly one of"):
         Reset(every=2, at=(3,))
-    with pytest.raises(ValueError, match="reset steps must be integers >= 1"):
+    with pytest.raises(ValueError, match=r"Reset\(at=...\)\[0\] must be an integer >= 1; got 0"):
         Reset(at=(0,))
 
 

@@ -26,9 +26,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Union, runtime_checkable
 
+from .validation import check_int, check_list
+
 __all__ = [
     "Order", "Forward", "Backward", "Reset", "SwitchAt", "as_order", "iterates", "Iteration",
-    "planned_applications", "steps_to_record", "InPlaceMaps", "GroupedMaps",
+    "planned_applications", "steps_to_record", "order_for_steps", "InPlaceMaps", "GroupedMaps",
 ]
 
 
@@ -84,13 +86,13 @@ class Reset(Order):
         if (self.every is None) == (not self.at):
             raise ValueError(
                 f"Reset needs exactly one of every=k or at=[steps]; got every={self.every!r}, "
-                f"at={list(self.at)!r}")
-        if self.every is not None and (not isinstance(self.every, int) or self.every < 1):
-            raise ValueError(f"Reset(every={self.every!r}): the period must be an integer >= 1")
-        steps = tuple(sorted(set(self.at)))
-        if any(not isinstance(r, int) or r < 1 for r in steps):
-            raise ValueError(f"Reset(at={list(self.at)!r}): reset steps must be integers >= 1")
-        object.__setattr__(self, "at", steps)
+                f"at={self.at!r}")
+        if self.every is not None:
+            check_int("Reset(every=...): the period", self.every, 1)
+            return
+        at = check_list("Reset(at=...)", self.at, [1000],
+                        lambda name, step: check_int(name, step, 1))
+        object.__setattr__(self, "at", tuple(sorted(set(at))))
 
     def base(self, n: int) -> int:
         if self.every is not None:
@@ -111,8 +113,7 @@ class SwitchAt(Order):
     step: int
 
     def __post_init__(self):
-        if not isinstance(self.step, int) or self.step < 0:
-            raise ValueError(f"SwitchAt({self.step!r}): the switch step must be an integer >= 0")
+        check_int("SwitchAt(step): the switch step", self.step, 0)
 
     def base(self, n: int) -> int:
         return n - 1 if n <= self.step else self.step
@@ -130,7 +131,7 @@ def as_order(order: OrderLike) -> Order:
     if isinstance(order, Order):
         return order
     if not isinstance(order, str):
-        raise TypeError(f"order must be an Order or a string ({_ORDER_FORMS}); got {order!r}")
+        raise ValueError(f"order must be an Order or a string ({_ORDER_FORMS}); got {order!r}")
     text = order.strip().lower()
     try:
         if text == "forward":
@@ -148,23 +149,62 @@ def as_order(order: OrderLike) -> Order:
     raise ValueError(f"unknown order {order!r}. Allowed forms: {_ORDER_FORMS}")
 
 
+def order_for_steps(order: OrderLike, steps: int) -> Order:
+    """The order of a run of ``steps`` maps, refused when part of it cannot matter in that run.
+
+    A reset at or after the last step moves a base point that no step restarts from, and a
+    `Reset` or `SwitchAt` whose every step restarts as forward (or as backward) does is that order
+    under another name (and another cache entry). The engine itself (`iterates`) accepts both:
+    the equalities are what its tests check.
+    """
+    order = as_order(order)
+    check_int("steps", steps, 1)
+    same = _same_as(order, steps) if isinstance(order, (Reset, SwitchAt)) else None
+    if same:
+        raise ValueError(f"order {order.spec()!r} restarts every step of a run of {steps} steps as "
+                         f"{same!r} does: it is {same!r} under another name (and cache entry); "
+                         f"use {same!r}")
+    late = [r for r in (order.at if isinstance(order, Reset) else ()) if r >= steps]
+    if late:
+        raise ValueError(f"order {order.spec()!r}: reset steps {late} are not before the last "
+                         f"step {steps}, where a reset changes nothing; reset steps must lie in "
+                         f"1..{steps - 1}")
+    return order
+
+
+def _same_as(order: Order, steps: int) -> str | None:
+    """'forward' or 'backward' if ``order`` restarts every step 1..steps as that order does."""
+    forward = backward = True
+    for n in range(1, steps + 1):
+        base = order.base(n)
+        forward, backward = forward and base == n - 1, backward and base == 0
+        if not (forward or backward):
+            return None
+    return "forward" if forward else "backward"
+
+
 # ------------------------------------------------------------------------------------------------
 # Which steps must be computed, and what they cost
 # ------------------------------------------------------------------------------------------------
 
 def steps_to_record(num_maps: int, at: Iterable[int] | None) -> list[int]:
     """Validate ``at`` against ``num_maps`` and return it sorted and without repeats."""
-    if not isinstance(num_maps, int) or num_maps < 1:
+    if not isinstance(num_maps, int) or isinstance(num_maps, bool) or num_maps < 1:
         raise ValueError(f"need at least one map; got {num_maps!r}")
     if at is None:
         return list(range(1, num_maps + 1))
-    steps = sorted(set(at))
-    bad = [n for n in steps if not isinstance(n, int) or not 1 <= n <= num_maps]
+    if isinstance(at, (str, bytes)) or not isinstance(at, Iterable):
+        raise ValueError(f"at must be a list of steps in 1..{num_maps} such as [1, {num_maps}]; "
+                         f"got {at!r}")
+    at = list(at)
+    # checked before the set: {True, 1} would silently merge a bool into step 1
+    bad = [n for n in at if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= num_maps]
     if bad:
-        raise ValueError(f"requested steps {bad[:5]} are outside 1..{num_maps} (the number of maps)")
-    if not steps:
+        raise ValueError(f"requested steps {bad[:5]} are not integers or are outside 1..{num_maps} "
+                         f"(the number of maps)")
+    if not at:
         raise ValueError("'at' is empty: request at least one step")
-    return steps
+    return sorted(set(at))
 
 
 def _plan(order: Order, requested: list[int]) -> list[int]:
@@ -224,9 +264,7 @@ class Iteration:
 
     def __init__(self, maps: Sequence[Map], x0: Any, order: OrderLike, at: Iterable[int] | None,
                  on_application: Callable[[int], Any] | None, group_size: int):
-        if not isinstance(group_size, int) or group_size < 0:
-            raise ValueError(f"group_size must be an integer >= 0 (0 = no grouping); "
-                             f"got {group_size!r}")
+        check_int("group_size (0 = no grouping)", group_size, 0)
         if group_size and not isinstance(maps, GroupedMaps):
             raise ValueError(f"group_size={group_size} needs maps with a batched path "
                              f"(compose_group); {type(maps).__name__} has none")

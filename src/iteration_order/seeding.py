@@ -15,13 +15,15 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from .validation import check_int, check_str
+
 __all__ = ["generator", "stream_seed", "seed_everything", "set_threads", "seeded"]
 
 
 def stream_seed(seed: int, stream: str) -> int:
     """A 63-bit seed for one named stream, stable across Python versions and machines."""
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
+    check_int("seed", seed, 0)
+    check_str("stream", stream)
     digest = hashlib.sha256(f"{seed}/{stream}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
@@ -33,8 +35,7 @@ def generator(seed: int, stream: str) -> torch.Generator:
 
 def set_threads(threads: int) -> int:
     """Set torch's intra-op threads explicitly (0 means one per available core); return the count."""
-    if not isinstance(threads, int) or threads < 0:
-        raise ValueError(f"threads must be an integer >= 0 (0 = all cores); got {threads!r}")
+    check_int("threads (0 = all cores)", threads, 0)
     count = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(count)
     return count

@@ -13,7 +13,9 @@ import dataclasses
 import hashlib
 import math
 import platform
+import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,21 +23,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .cache import (DEFAULT_RESULTS, InvalidResult, cached, code_fingerprint, config_hash,
+from .cache import (DEFAULT_RESULTS, InvalidResult, cache_mode, cached, code_fingerprint, config_hash,
                     jsonable, nan_for_null, read_valid)
-from .data import DATASET_NAMES, Dataset, load_dataset
+from .data import DATASET_NAMES, SYNTHETIC, Dataset, load_dataset
 from .evaluation import Evaluator, loss_function
 from .families import update_family
 from .maps import SGDMaps, supports_grouping
 from .models import INITS, MODEL_NAMES, build_model
-from .orders import Forward, as_order, iterates, planned_applications
+from .orders import Forward, as_order, iterates, order_for_steps, planned_applications
 from .schedule import batch_schedule
 from .seeding import generator, seed_everything
+from .validation import (check_bool, check_choice, check_int, check_number, check_path,
+                         check_str)
 
 __all__ = ["TrajectoryConfig", "Runtime", "run_trajectory", "recorded_steps", "resolve_device",
            "OPTIMIZERS", "ENGINES", "result_path", "parse_record", "prepare", "Prepared",
            "choose_engine", "TRAJECTORY_MODULES", "trajectory_fingerprint", "stored_trajectory",
-           "describe_config", "CURVES"]
+           "describe_config", "CURVES", "MLP_FIELDS"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 ENGINES = ("auto", "sequential", "batched")
@@ -47,6 +51,8 @@ _MAX_GROUP = 256
 # field -> its default, which must never change
 _ADDED_LATER = {"init": "torch", "update": "sgd", "micro_batches": 1, "reg_lambda": 0.0}
 _MAX_STORED_SCHEDULE = 50_000  # larger schedules are stored as a digest: results stay small
+MLP_FIELDS = ("depth", "width", "init")  # used by model="mlp" only
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 # The modules whose code determines a trajectory's numbers: a cached result is used only while
 # their fingerprint (`cache.code_fingerprint`: code, not comments or docstrings) is unchanged.
@@ -71,17 +77,18 @@ CURVES = ("train_loss", "test_loss", "train_acc", "test_acc", "displacement")
 _FLOAT_CURVES = ("train_loss", "test_loss", "displacement")
 
 
-def parse_record(spec: str, steps: int) -> list[int]:
+def parse_record(spec: str, steps: int, name: str = "a record spec") -> list[int]:
     """The steps n >= 1 a record spec names, sorted; ``every`` and ``log`` include the last step.
+    ``name`` is the field the spec came from, for the message.
 
     Specs joined by '+' record the union of their steps: ``"every:40+range:1500:2000:10"`` is
     sparse early and dense in the window that the stability statistics use, which costs a
     backward run far less than recording every 10th step throughout (step n costs n maps).
     """
     if not isinstance(spec, str):
-        raise ValueError(f"a record spec must be a string ({_RECORD_FORMS}); got {spec!r}")
+        raise ValueError(f"{name} must be a string, one of {_RECORD_FORMS}; got {spec!r}")
     if "+" in spec:
-        return sorted(set().union(*(parse_record(part, steps) for part in spec.split("+"))))
+        return sorted(set().union(*(parse_record(part, steps, name) for part in spec.split("+"))))
     kind, _, value = spec.partition(":")
     try:
         if kind == "every":
@@ -135,41 +142,67 @@ class TrajectoryConfig:
     reg_lambda: float = 0.0        # λ of update="regularised" (absolute, not in units of lr²)
 
     def __post_init__(self):
-        if self.dataset not in DATASET_NAMES[:-1] and not self.dataset.startswith("npz:"):
+        self._check_fields()
+        self._check_unused()
+        object.__setattr__(self, "order", order_for_steps(self.order, self.steps).spec())
+        self._check_update()
+        parse_record(self.record, self.steps, "record")
+        parse_record(self.record_forward, self.steps, "record_forward")
+
+    @classmethod
+    def from_fields(cls, fields: Mapping, what: str = "trajectory") -> "TrajectoryConfig":
+        """A config from a page's plain values, naming any key that is not a field."""
+        if not isinstance(fields, Mapping):
+            raise ValueError(f"{what} must be a mapping of TrajectoryConfig fields such as "
+                             f"{{'dataset': 'synthetic-x2', 'steps': 100}}; got {fields!r}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(fields) - set(names), key=str)
+        if unknown:
+            raise ValueError(f"{what}: {unknown} are not TrajectoryConfig fields; allowed: "
+                             f"{', '.join(names)}")
+        return cls(**fields)
+
+    def _check_fields(self) -> None:
+        """Each field's type and range, one by one (exact types: a bool is not an int)."""
+        check_str("dataset", self.dataset)
+        if self.dataset not in DATASET_NAMES[:-1] and not (
+                self.dataset.startswith("npz:") and len(self.dataset) > 4):
             raise ValueError(f"unknown data set {self.dataset!r}; allowed: "
                              f"{', '.join(DATASET_NAMES)}")
-        if self.init not in INITS:
-            raise ValueError(f"unknown init {self.init!r}; allowed: {', '.join(INITS)}")
-        if self.model not in MODEL_NAMES:
-            raise ValueError(f"unknown model {self.model!r}; allowed: {', '.join(MODEL_NAMES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; allowed: "
-                             f"{', '.join(OPTIMIZERS)}")
+        check_bool("fake_data", self.fake_data)
+        check_choice("model", self.model, MODEL_NAMES)
+        check_choice("init", self.init, INITS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         for name in ("steps", "batch_size", "depth", "width"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+            check_int(name, getattr(self, name), 1)
         for name in ("seed", "eval_train_size", "eval_test_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a finite number > 0; got {self.lr!r}")
-        object.__setattr__(self, "order", as_order(self.order).spec())
-        self._check_update()
-        parse_record(self.record, self.steps)
-        parse_record(self.record_forward, self.steps)
+            check_int(name, getattr(self, name), 0)
+        check_number("lr", self.lr, 0, low_open=True)
+        check_number("momentum", self.momentum, 0, 1, high_open=True)
+
+    def _check_unused(self) -> None:
+        """Refuse values that would change the cache name but not the run (the way to say
+        'not used' is the field's default)."""
+        if self.fake_data and self.dataset in SYNTHETIC:
+            raise ValueError(f"fake_data=True has no effect on {self.dataset!r}, which is "
+                             f"generated, not read from files: use fake_data=False")
+        if self.model != "mlp":
+            for name in MLP_FIELDS:
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise ValueError(f"{name}={getattr(self, name)!r} is used by model='mlp' only "
+                                     f"and model={self.model!r} ignores it: leave {name} at its "
+                                     f"default {_DEFAULTS[name]!r}")
+        if self.optimizer != "momentum" and self.momentum != _DEFAULTS["momentum"]:
+            raise ValueError(f"momentum={self.momentum!r} is used by optimizer='momentum' only; "
+                             f"got optimizer={self.optimizer!r}: leave momentum at its default "
+                             f"{_DEFAULTS['momentum']!r}")
 
     def _check_update(self) -> None:
         """The fields of the map family named by ``update``, checked before any data is loaded
         (the family's own check: `families`; Appendix D's updates register in `order_average`)."""
-        c = self.micro_batches
-        if not isinstance(c, int) or isinstance(c, bool) or c < 1:
-            raise ValueError(f"micro_batches must be an integer >= 1; got {c!r}")
-        if not (isinstance(self.reg_lambda, (int, float)) and math.isfinite(self.reg_lambda)
-                and self.reg_lambda >= 0):
-            raise ValueError(f"reg_lambda must be a finite number >= 0; got {self.reg_lambda!r}")
-        update_family(self.update).check(self)
+        check_int("micro_batches", self.micro_batches, 1)
+        check_number("reg_lambda", self.reg_lambda, 0)
+        update_family(check_str("update", self.update)).check(self)
 
     def replace(self, **changes) -> "TrajectoryConfig":
         return dataclasses.replace(self, **changes)
@@ -181,6 +214,10 @@ class TrajectoryConfig:
         fields = dataclasses.asdict(self)
         return {k: v for k, v in fields.items()
                 if not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
+
+
+# the field defaults, which are also how a config says "not used" (see _check_unused)
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrajectoryConfig)}
 
 
 @dataclass(frozen=True)
@@ -197,10 +234,18 @@ class Runtime:
                                            # value of $ITERATION_ORDER_CACHE, else use
 
     def __post_init__(self):
-        if self.engine not in ENGINES:
-            raise ValueError(f"unknown engine {self.engine!r}; allowed: {', '.join(ENGINES)}")
-        if not isinstance(self.group_size, int) or self.group_size < 0:
-            raise ValueError(f"group_size must be an integer >= 0; got {self.group_size!r}")
+        check_str("device", self.device)
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"unknown device {self.device!r}; allowed: auto, cpu, cuda, cuda:N")
+        check_int("threads (0 = all cores)", self.threads, 0)
+        check_choice("engine", self.engine, ENGINES)
+        check_int("group_size (0 = fit to GPU memory)", self.group_size, 0)
+        check_path("data_root", self.data_root, optional=True)
+        check_bool("download", self.download)
+        check_path("results_dir", self.results_dir)
+        check_bool("progress", self.progress)
+        if self.cache is not None:  # None defers to the environment when a run starts
+            cache_mode(self.cache)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -39,6 +39,7 @@ from ..orders import iterates
 from .plots import ORDER_COLOURS
 from ..trajectory import (TRAJECTORY_MODULES, Runtime, TrajectoryConfig, parse_record, prepare,
                           resolve_device)
+from ..validation import check_choice, check_int, check_list, check_number
 
 __all__ = ["LieStudy", "run_study", "fitted_slope", "crossover", "useful_limit", "sweep_table",
            "steps_table", "plot_sweep", "plot_steps"]
@@ -75,37 +76,33 @@ class LieStudy:
     def __post_init__(self):
         t = self.trajectory
         if isinstance(t, Mapping):  # a page's plain values
-            t = TrajectoryConfig(**t)
+            t = TrajectoryConfig.from_fields(t, "trajectory")
             object.__setattr__(self, "trajectory", t)
         if not isinstance(t, TrajectoryConfig):
             raise ValueError(f"trajectory must be a TrajectoryConfig or a dict of its fields; "
-                             f"got {type(t).__name__}")
+                             f"got {t!r}")
         if t.optimizer != "sgd" or t.update != "sgd":
             raise ValueError(f"the correction of Definition C.3 is for plain SGD; got "
                              f"optimizer={t.optimizer!r}, update={t.update!r}")
-        factors = tuple(float(f) for f in self.lr_factors)
-        if not factors or any(not (f > 0 and math.isfinite(f)) for f in factors):
-            raise ValueError(f"lr_factors must be finite numbers > 0; got {list(self.lr_factors)}")
-        object.__setattr__(self, "lr_factors", tuple(sorted(set(factors))))
-        sweep = tuple(sorted(set(self.sweep_at)))
-        bad = [n for n in sweep if not isinstance(n, int) or not 1 <= n <= t.steps]
-        if bad or not sweep:
-            raise ValueError(f"sweep_at must name steps in 1..{t.steps}; got {list(self.sweep_at)}")
-        object.__setattr__(self, "sweep_at", sweep)
+        factors = check_list("lr_factors", self.lr_factors, [0.01, 0.1, 1.0],
+                             lambda name, f: check_number(name, f, 0, low_open=True))
+        if not factors:
+            raise ValueError("lr_factors must name at least one multiple of lr; got []")
+        object.__setattr__(self, "lr_factors", tuple(sorted(set(map(float, factors)))))
+        sweep = check_list("sweep_at", self.sweep_at, [10, t.steps],
+                           lambda name, n: check_int(name, n, 1, t.steps))
+        if not sweep:
+            raise ValueError(f"sweep_at must name at least one step in 1..{t.steps}; got []")
+        object.__setattr__(self, "sweep_at", tuple(sorted(set(sweep))))
         distinct = len(self.lr_factors)  # a repeated factor is one point of the fit
-        if not isinstance(self.fit_points, int) or not 2 <= self.fit_points <= distinct:
-            raise ValueError(f"fit_points must be an integer in 2..{distinct} (the number of "
-                             f"distinct lr_factors); got {self.fit_points!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; allowed: "
-                             f"{', '.join(ACTIVATIONS)}")
+        check_int(f"fit_points (at most the {distinct} distinct lr_factors)", self.fit_points, 2,
+                  distinct)
+        check_choice("activation", self.activation, ACTIVATIONS)
         if self.activation != "relu" and t.model != "mlp":
             raise ValueError(f"activation={self.activation!r} swaps the ReLUs of the MLP; "
                              f"model {t.model!r} keeps its own")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; allowed: {', '.join(DTYPES)}")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("method", self.method, METHODS)
 
     def identity(self) -> dict:
         """What names the cached result: the trajectory's own identity (fields added to it later

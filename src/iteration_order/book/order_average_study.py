@@ -23,6 +23,7 @@ from ..hessian import flatten
 from ..order_average import closest_multiple, gradients_and_correction, micro_batch_rows
 from ..parallel import run_many
 from ..trajectory import Runtime, TrajectoryConfig, prepare
+from ..validation import check_bool, check_int, check_list, check_number
 
 __all__ = ["OrderAverageExperiment", "correction_at_start", "summary_table", "plot_curves",
            "lambda_label"]
@@ -66,15 +67,26 @@ class OrderAverageExperiment:
     eval_test_size: int = 0
 
     def __post_init__(self):
-        for name in ("splits", "lambdas", "seeds", "average_splits"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        # c and |B| are checked here, not only by TrajectoryConfig: `closest_multiple` rounds
+        # them (True would pass as 1) before any config exists
+        check_int("batch_size", self.batch_size, 1)
+        splits = check_list("splits", self.splits, [2, 3], lambda n, c: check_int(n, c, 2))
+        lambdas = check_list("lambdas", self.lambdas, [0.5, 4.0],
+                             lambda n, m: check_number(n, m, 0, low_open=True))
+        seeds = check_list("seeds", self.seeds, [0])  # each seed is checked by TrajectoryConfig
+        average = check_list("average_splits", self.average_splits, [2])
+        for name, value in (("splits", splits), ("lambdas", lambdas), ("seeds", seeds),
+                            ("average_splits", average)):
+            object.__setattr__(self, name, value)
         if not self.splits or not self.seeds:
-            raise ValueError(f"need at least one split and one seed; got splits={self.splits}, "
-                             f"seeds={self.seeds}")
-        extra = set(self.average_splits) - set(self.splits)
+            raise ValueError(f"need at least one split and one seed; got splits={list(splits)}, "
+                             f"seeds={list(seeds)}")
+        extra = [c for c in average if c not in splits]
         if extra:
-            raise ValueError(f"average_splits {sorted(extra)} are not among splits {self.splits}")
-        self.configs()  # every field is validated once, here
+            raise ValueError(f"average_splits {extra} are not among splits {splits}")
+        check_bool("natural_lambda", self.natural_lambda)
+        check_bool("literal_large", self.literal_large)
+        self.configs()  # every other field is validated once, by TrajectoryConfig
 
     def variants(self, c: int) -> dict[str, TrajectoryConfig]:
         """Variant name -> TrajectoryConfig for one split c and seed 0."""

@@ -14,7 +14,8 @@ import pandas as pd
 from ..orders import as_order
 from ..parallel import run_many
 from ..stability import stability_row
-from ..trajectory import Runtime, TrajectoryConfig
+from ..trajectory import MLP_FIELDS, Runtime, TrajectoryConfig
+from ..validation import check_list, check_number
 
 __all__ = ["OrdersExperiment", "stability_table"]
 
@@ -40,13 +41,17 @@ class OrdersExperiment:
     tail: float = 0.25  # the window of the stability statistics: last quarter of training
 
     def __post_init__(self):
-        object.__setattr__(self, "seeds", tuple(self.seeds))
-        object.__setattr__(self, "orders", tuple(as_order(o).spec() for o in self.orders))
+        object.__setattr__(self, "seeds", check_list("seeds", self.seeds, [0, 1]))
+        orders = check_list("orders", self.orders, ["forward", "backward"])
+        object.__setattr__(self, "orders", tuple(as_order(o).spec() for o in orders))
         if len(self.orders) < 2:
-            raise ValueError(f"an experiment compares at least two orders; got {self.orders}")
+            raise ValueError(f"an experiment compares at least two orders; got {list(orders)}")
         if not self.seeds:
-            raise ValueError("an experiment needs at least one seed")
-        self.configs()  # validate every field once, here
+            raise ValueError("an experiment needs at least one seed; got seeds=[]")
+        check_number("tail", self.tail, 0, 1, low_open=True)
+        self.configs()  # every other field is validated once, by TrajectoryConfig
+        _no_repeats("seeds", self.seeds)
+        _no_repeats("orders", self.orders)
 
     @classmethod
     def from_parameters(cls, params: dict) -> "OrdersExperiment":
@@ -60,7 +65,12 @@ class OrdersExperiment:
         return cls(**{k: v for k, v in params.items() if k in fields})
 
     def config(self, seed: int, order: str) -> TrajectoryConfig:
+        """One run's config. The MLP's fields go to the MLP only: every page of the template
+        inherits its ``depth``, ``width`` and ``init`` defaults, which a ResNet page does not use
+        and `TrajectoryConfig` would refuse away from their defaults."""
         fields = {f.name for f in dataclasses.fields(TrajectoryConfig)}
+        if self.model != "mlp":
+            fields -= set(MLP_FIELDS)
         shared = {k: v for k, v in dataclasses.asdict(self).items() if k in fields}
         return TrajectoryConfig(**{**shared, "seed": seed, "order": order})
 
@@ -85,3 +95,11 @@ def stability_table(experiment: OrdersExperiment, results: dict) -> pd.DataFrame
                                 experiment.tail)
             rows.append({"seed": seed, "order": order, **row})
     return pd.DataFrame(rows).set_index(["seed", "order"])
+
+
+def _no_repeats(name: str, values: tuple) -> None:
+    """A repeated seed or order would be one cached run shown twice."""
+    repeated = [v for i, v in enumerate(values) if v in values[:i]]
+    if repeated:
+        raise ValueError(f"{name} must not repeat a value; got {list(values)} ({repeated[0]!r} "
+                         f"more than once)")

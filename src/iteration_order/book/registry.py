@@ -10,23 +10,35 @@ under each profile:
 A profile's parameters are ``common`` updated by the profile's own. Departures from the paper are
 listed automatically (every parameter whose value differs from the paper profile's) plus the
 page's own ``notes`` for that profile.
+
+Parameter names must be identifiers declared by the template, and values must have the type of
+the template's default (`parameter_problems`, one rule for `check_registry`, the runner and each
+template's check cell, `check_parameters`); their ranges are the configs' to check. A file that
+is not a registry at all raises `RegistryError` naming the file and the problem.
 """
 from __future__ import annotations
 
 import json
+import logging
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
+from ..validation import check_identifier, check_like
+
 __all__ = ["PARTS", "PROFILES", "ROOT", "load_pages", "page", "parameters", "departures",
            "default_profile", "template_path", "template_parameters", "template_defaults",
-           "resolved_parameters", "check_registry"]
+           "resolved_parameters", "check_registry", "RegistryError", "parameter_problems",
+           "template_problems", "checked_parameters", "check_parameters"]
 
 PROFILES = ("smoke", "cpu", "paper")
 ROOT = Path(__file__).resolve().parents[3]
 REGISTRY = ROOT / "experiments.yml"
 RUNTIME_PARAMETERS = ("jobs", "profile")  # passed to every page, not part of the science
+# The kernel's own names in a notebook's namespace, besides those starting with "_": IPython's
+# (its user_ns_hidden) and ipykernel's `open`, which warns about opening the standard streams.
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 # The book's parts, in reading order: a page's `part` (default "practice") must be one of them.
 PARTS = {"theory": "Contractions in theory",
          "practice": "Forward and backward in practice (main text, Appendices A–B)",
@@ -34,17 +46,61 @@ PARTS = {"theory": "Contractions in theory",
          "extensions": "Beyond the paper"}
 
 
+class RegistryError(ValueError):
+    """The registry cannot be read, or a page's parameters cannot be run: names the problem."""
+
+
 @lru_cache(maxsize=None)
 def _read(path: str) -> dict:
-    with open(path) as fh:
-        return yaml.safe_load(fh)["pages"]
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise RegistryError(f"{path}: no such registry file") from None
+    except yaml.YAMLError as err:
+        raise RegistryError(f"{path} is not valid YAML: {err}") from None
+    problems = _structure_problems(data)
+    if problems:
+        raise RegistryError(f"{path} is not a registry of pages:\n" + "\n".join(problems))
+    return data["pages"]
 
 
-def load_pages(path: Path = REGISTRY) -> dict:
-    return _read(str(path))
+def _structure_problems(data) -> list[str]:
+    """What keeps a parsed file from being read as pages at all (the rest is `check_registry`'s)."""
+    if data is None:
+        return ["the file is empty; it must hold a 'pages:' mapping of page names to entries"]
+    if not isinstance(data, dict) or "pages" not in data:
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        return [f"no 'pages:' mapping at the top level (found {found})"]
+    pages = data["pages"]
+    if not isinstance(pages, dict) or not pages:
+        return [f"'pages' must be a mapping of page names to entries; got {pages!r}"]
+    return [problem for name, entry in pages.items() for problem in _entry_problems(name, entry)]
 
 
-def page(name: str, path: Path = REGISTRY) -> dict:
+def _entry_problems(name, entry) -> list[str]:
+    """What keeps one page's entry from being read: its parts that must be mappings."""
+    if not isinstance(entry, dict):
+        return [f"page {name!r} must be a mapping (template, profiles, ...); got {entry!r}"]
+    problems = []
+    if not isinstance(entry.get("common", {}), dict):
+        problems.append(f"page {name!r}: 'common' must be a mapping of parameters; got "
+                        f"{entry['common']!r}")
+    profiles = entry.get("profiles", {})
+    if not isinstance(profiles, dict):
+        return problems + [f"page {name!r}: 'profiles' must be a mapping of profile names to "
+                           f"parameters; got {profiles!r}"]
+    return problems + [f"page {name!r}, profile {profile!r}: parameters must be a mapping (write "
+                       f"{{}} for none); got {values!r}"
+                       for profile, values in profiles.items() if not isinstance(values, dict)]
+
+
+def load_pages(path: Path | None = None) -> dict:
+    """Every page of the registry (``experiments.yml`` unless ``path``), by name."""
+    return _read(str(path or REGISTRY))
+
+
+def page(name: str, path: Path | None = None) -> dict:
     pages = load_pages(path)
     if name not in pages:
         raise ValueError(f"unknown page {name!r}; pages are: {', '.join(pages)}")
@@ -56,14 +112,18 @@ def _check_profile(profile: str) -> None:
         raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
 
 
-def parameters(name: str, profile: str, path: Path = REGISTRY) -> dict:
+def parameters(name: str, profile: str, path: Path | None = None) -> dict:
     """The plain parameter values a page runs with under a profile."""
     _check_profile(profile)
     entry = page(name, path)
-    return {**entry.get("common", {}), **entry["profiles"][profile]}
+    profiles = entry.get("profiles", {})
+    if profile not in profiles:
+        raise RegistryError(f"page {name!r} has no parameters for profile {profile!r}; it has "
+                            f"{', '.join(map(str, profiles)) or 'none'}")
+    return {**entry.get("common", {}), **profiles[profile]}
 
 
-def departures(name: str, profile: str, path: Path = REGISTRY) -> list[str]:
+def departures(name: str, profile: str, path: Path | None = None) -> list[str]:
     """How a profile departs from the paper, parameter by parameter, then in the page's words."""
     _check_profile(profile)
     mine, paper = parameters(name, profile, path), parameters(name, "paper", path)
@@ -78,7 +138,7 @@ def default_profile() -> str:
     return "paper" if torch.cuda.is_available() else "cpu"
 
 
-def template_path(name: str, path: Path = REGISTRY) -> Path:
+def template_path(name: str, path: Path | None = None) -> Path:
     return ROOT / "notebooks" / f"{page(name, path)['template']}.ipynb"
 
 
@@ -92,8 +152,15 @@ def _defaults(template: str) -> dict:
     import ast
 
     import papermill
-    return {name: ast.literal_eval(spec["default"])
-            for name, spec in papermill.inspect_notebook(template).items()}
+    # papermill logs "Input Notebook: ..." at INFO, which `book run` shows for the cells' output
+    logger = logging.getLogger("papermill")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        inspected = papermill.inspect_notebook(template)
+    finally:
+        logger.setLevel(level)
+    return {name: ast.literal_eval(spec["default"]) for name, spec in inspected.items()}
 
 
 def template_defaults(template: Path) -> dict:
@@ -101,31 +168,109 @@ def template_defaults(template: Path) -> dict:
     return dict(_defaults(str(template)))
 
 
-def resolved_parameters(name: str, profile: str, path: Path = REGISTRY) -> dict:
+def resolved_parameters(name: str, profile: str, path: Path | None = None) -> dict:
     """Every value a page runs with: its template's defaults, overridden by its registry entry.
 
     A page need not set a parameter that does not matter to it (the depth of an MLP for a ResNet
-    page), but the template's default still enters the run's config and so its cache name."""
+    page); the template's default still reaches the page's experiment, which decides what it
+    uses (`OrdersExperiment` passes the MLP's fields to an MLP only)."""
     return {**template_defaults(template_path(name, path)), **parameters(name, profile, path)}
 
 
-def check_registry(path: Path = REGISTRY) -> list[str]:
-    """Every problem of the registry: unknown templates or profiles, undeclared parameters."""
+def parameter_problems(values: dict, declared: dict) -> list[str]:
+    """What is wrong with parameter ``values`` for a template that declares ``declared`` (name ->
+    default): names that are not identifiers or not declared, values not of the default's type.
+    Only types: the ranges are checked by the configs the template builds."""
+    found = (_parameter_problem(key, value, declared) for key, value in values.items())
+    return [problem for problem in found if problem]
+
+
+def _parameter_problem(key, value, declared: dict) -> str | None:
+    try:
+        check_identifier("a parameter name", key)  # before all else: papermill writes it as code
+    except ValueError as err:
+        return str(err)
+    if key not in declared:
+        return (f"{key!r} is not a parameter of the template; it declares "
+                f"{', '.join(sorted(declared))}")
+    try:
+        check_like(key, value, declared[key])
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def template_problems(name: str, profile: str, path: Path | None = None) -> list[str]:
+    """`parameter_problems` of one page at one profile, runtime parameters included."""
+    values = {**parameters(name, profile, path), "jobs": 1, "profile": profile}
+    return parameter_problems(values, template_defaults(template_path(name, path)))
+
+
+def checked_parameters(name: str, profile: str, path: Path | None = None) -> dict:
+    """A page's parameters at a profile, refused (RegistryError) unless every name is declared by
+    its template and every value has the declared type: nothing reaches papermill otherwise,
+    which writes each name into the notebook as code."""
+    problems = template_problems(name, profile, path)
+    if problems:
+        raise RegistryError(f"page {name!r} at profile {profile!r}: " + "; ".join(problems))
+    return parameters(name, profile, path)
+
+
+def check_parameters(namespace: dict, template: str) -> None:
+    """The check a template runs right after its parameters cell (and papermill's injected one):
+    ``check_parameters(globals(), "orders")``. Every public name of the namespace must be declared
+    by the template and hold a value of the declared type. Prints nothing when all is well."""
+    path = ROOT / "notebooks" / f"{template}.ipynb"
+    if not path.is_file():
+        raise ValueError(f"unknown template {template!r}: no {path}")
+    declared = template_defaults(path)
+    given = {k: v for k, v in namespace.items()
+             if not k.startswith("_") and k not in _IPYTHON_NAMES}
+    problems = parameter_problems(given, declared)
+    if problems:
+        flattened = any(isinstance(declared.get(k), (list, dict))
+                        and isinstance(v, (str, int, float)) for k, v in given.items())
+        hint = (" (papermill's -p passes numbers and text only: give lists and dicts with -y or "
+                "-f)") if flattened else ""
+        raise ValueError(f"bad parameters for the {template} template: " + "; ".join(problems)
+                         + hint)
+
+
+def _config_problem(name: str, profile: str, path: Path | None) -> str | None:
+    """The library's own check of a figure page's values (orders, steps, MLP fields ...), without
+    training: the experiment of the ``orders`` template builds every run's config."""
+    if page(name, path).get("template") != "orders":
+        return None
+    from .pages import OrdersExperiment
+    try:
+        OrdersExperiment.from_parameters(resolved_parameters(name, profile, path))
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def check_registry(path: Path | None = None) -> list[str]:
+    """Every problem of the registry: unknown templates, parts or profiles, parameter names a
+    template does not declare (or that are not identifiers), values of the wrong type, and the
+    figure pages' values that their experiment refuses."""
     problems = []
     for name, entry in load_pages(path).items():
         template = ROOT / "notebooks" / f"{entry.get('template')}.ipynb"
         if not template.is_file():
             problems.append(f"{name}: template {template.name} does not exist")
             continue
-        declared = template_parameters(template)
         missing = set(PROFILES) - set(entry.get("profiles", {}))
         if missing:
             problems.append(f"{name}: no parameters for profile(s) {sorted(missing)}")
-        for profile in set(entry.get("profiles", {})) & set(PROFILES):
-            unknown = set(parameters(name, profile, path)) - declared
-            if unknown:
-                problems.append(f"{name} [{profile}]: {sorted(unknown)} are not parameters of "
-                                f"{template.name} (it declares {sorted(declared)})")
+        unknown = set(entry.get("profiles", {})) - set(PROFILES)
+        if unknown:
+            problems.append(f"{name}: unknown profile(s) {sorted(unknown, key=str)}; profiles "
+                            f"are {', '.join(PROFILES)}")
+        for profile in [p for p in PROFILES if p in entry.get("profiles", {})]:
+            found = template_problems(name, profile, path)
+            if not found:
+                found = [p for p in [_config_problem(name, profile, path)] if p]
+            problems += [f"{name} [{profile}]: {p}" for p in found]
         if entry.get("part", "practice") not in PARTS:
             problems.append(f"{name}: unknown part {entry.get('part')!r}; parts are "
                             f"{', '.join(PARTS)}")

@@ -6,6 +6,10 @@ into ``book/<page>.ipynb`` with the profile's parameters, then decorated for the
 and the page's written conclusion for that profile. A page whose executed notebook was made from
 the same template and parameters is skipped; trajectories are cached in ``results/``, so an
 interrupted run resumes. Progress goes to stdout and to ``results/logs/book-<profile>.log``.
+
+Nothing runs while ``check`` reports a problem of the registry, and a page's parameter names and
+types are checked against its template before papermill writes them into the notebook as code. A
+page executed at one profile is replaced by a run at another only with ``--force``.
 """
 from __future__ import annotations
 
@@ -21,9 +25,10 @@ from pathlib import Path
 
 import nbformat
 
-from .registry import (PARTS, PROFILES, ROOT, RUNTIME_PARAMETERS, check_registry,
-                          default_profile, departures, load_pages, page, parameters,
-                          template_defaults, template_path)
+from ..trajectory import MLP_FIELDS
+from .registry import (PARTS, PROFILES, ROOT, RUNTIME_PARAMETERS, RegistryError, check_registry,
+                       checked_parameters, default_profile, departures, load_pages, page,
+                       parameters, template_defaults, template_path)
 
 __all__ = ["main", "run_pages", "fingerprint", "BOOK"]
 
@@ -58,11 +63,15 @@ def _executed_fingerprint(path: Path) -> str | None:
 def _header(name: str, profile: str, params: dict, wall: float, day: str) -> str:
     entry = page(name)
     # the template's defaults also enter the run (and its cache name): show them, marked as such
-    defaults = {k: v for k, v in template_defaults(template_path(name)).items()
+    all_defaults = template_defaults(template_path(name))
+    defaults = {k: v for k, v in all_defaults.items()
                 if k not in params and k not in RUNTIME_PARAMETERS}
-    rows = "\n".join([f"| `{k}` | `{json.dumps(v)}` | this page |" for k, v in params.items()]
-                     + [f"| `{k}` | `{json.dumps(v)}` | template default |"
-                        for k, v in defaults.items()])
+    # a model other than the MLP never receives the MLP's fields (see OrdersExperiment.config)
+    model = params.get("model", all_defaults.get("model", "mlp"))
+    unused = set(MLP_FIELDS) if model != "mlp" else set()
+    rows = "\n".join(
+        [_row(k, v, "this page", k in unused) for k, v in params.items()]
+        + [_row(k, v, "template default", k in unused) for k, v in defaults.items()])
     gaps = departures(name, profile)
     gap_text = "\n".join(f"- {g}" for g in gaps) if gaps else "- none: these are the paper's settings"
     return (f"# {entry['title']}\n\n"
@@ -75,6 +84,11 @@ def _header(name: str, profile: str, params: dict, wall: float, day: str) -> str
             f"```{{dropdown}} All parameters of this run\n| parameter | value | set by |\n"
             f"|---|---|---|\n"
             f"{rows}\n```\n")
+
+
+def _row(name: str, value, source: str, unused: bool) -> str:
+    return (f"| `{name}` | `{json.dumps(value)}` | {source}"
+            f"{', not used by this model' if unused else ''} |")
 
 
 def _conclusion(name: str, profile: str) -> str:
@@ -142,8 +156,26 @@ def _log(message: str, profile: str) -> None:
         fh.write(line + "\n")
 
 
+def _executed_profile(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    return nbformat.read(path, as_version=4).metadata.get("iteration_order", {}).get("profile")
+
+
+def check_overwrite(name: str, profile: str, force: bool = False) -> None:
+    """Refuse to replace a page executed at another profile (the book's pages are at one profile;
+    a smoke run must not silently replace a cpu page) unless ``force``."""
+    executed = _executed_profile(BOOK / f"{name}.ipynb")
+    if executed and executed != profile and not force:
+        raise ValueError(f"book/{name}.ipynb was executed at profile {executed!r}; running it at "
+                         f"profile {profile!r} would replace it: pass --force (force=True) to "
+                         f"replace it")
+
+
 def execute_page(name: str, profile: str, jobs: int, force: bool = False) -> bool:
-    """Execute one page unless it is up to date; return whether it ran."""
+    """Execute one page unless it is up to date; return whether it ran. A page executed at
+    another profile is replaced only with ``force``; the parameters are checked against the
+    template before papermill writes them into the notebook."""
     import papermill
 
     out = BOOK / f"{name}.ipynb"
@@ -152,7 +184,8 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False) -> boo
         _refresh_prose(out, name, profile)
         _log(f"{name}: up to date at profile {profile}, skipped (prose refreshed)", profile)
         return False
-    params = parameters(name, profile)
+    check_overwrite(name, profile, force)
+    params = checked_parameters(name, profile)
     _log(f"{name}: executing at profile {profile} with {jobs} job(s)", profile)
     tmp = BOOK / f".{name}.running.ipynb"
     start = time.perf_counter()
@@ -178,15 +211,30 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False) -> boo
 
 def run_pages(profile: str, only: list[str] | None = None, jobs: int = 1, force: bool = False,
               missing_only: bool = False) -> list[str]:
-    """Execute the named pages (default: all) in registry order; return those that ran."""
+    """Execute the named pages (default: all) in registry order; return those that ran.
+
+    Nothing runs while ``check_registry`` reports a problem, or while a chosen page was executed
+    at another profile (unless ``force``): both raise ValueError naming every problem."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
     names = list(load_pages())
     for name in only or []:
         page(name)  # unknown names fail before anything runs
+    problems = check_registry()
+    if problems:
+        raise RegistryError("experiments.yml has problems (python -m iteration_order.book "
+                            "check); nothing was run:\n" + "\n".join(problems))
     chosen = [n for n in names if not only or n in only]
     if missing_only:
         chosen = [n for n in chosen if not (BOOK / f"{n}.ipynb").is_file()]
+    refused = []
+    for name in chosen:
+        try:
+            check_overwrite(name, profile, force)
+        except ValueError as err:
+            refused.append(str(err))
+    if refused:
+        raise ValueError("nothing was run:\n" + "\n".join(refused))
     os.environ.setdefault("ITERATION_ORDER_RESULTS", str(ROOT / "results"))
     os.environ.setdefault("DATA_ROOT", str((ROOT.parent / "shared" / "data").resolve()))
     ran, failed = [], []
@@ -272,7 +320,9 @@ def main(argv: list[str] | None = None) -> None:
                      "(default: cpu without CUDA, paper with CUDA)")
     run.add_argument("--only", nargs="+", metavar="PAGE", help="only these pages")
     run.add_argument("--jobs", type=int, default=1, help="parallel runs inside a page")
-    run.add_argument("--force", action="store_true", help="execute even if up to date")
+    run.add_argument("--force", action="store_true",
+                     help="execute even if up to date, and replace pages executed at another "
+                          "profile")
     run.add_argument("--missing", action="store_true",
                      help="only pages that have no executed notebook in book/ yet")
     sub.add_parser("list", help="list the pages and their templates")
@@ -282,6 +332,13 @@ def main(argv: list[str] | None = None) -> None:
                               "store the outputs nbval compares")
     template.add_argument("names", nargs="+", metavar="TEMPLATE")
     args = parser.parse_args(argv)
+    try:
+        _command(parser, args)
+    except RegistryError as err:  # an unreadable registry: the problem, not a traceback
+        raise SystemExit(f"error: {err}") from None
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.command == "list":
         for name, entry in load_pages().items():
             state = "executed" if (BOOK / f"{name}.ipynb").is_file() else "not executed"
@@ -308,6 +365,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             run_pages(args.profile or default_profile(), args.only, args.jobs, args.force,
                       args.missing)
+        except RegistryError:
+            raise
         except ValueError as err:
             parser.error(str(err))
         except RuntimeError as err:

@@ -29,6 +29,7 @@ from ..orders import as_order
 from .plots import ORDER_COLOURS
 from ..sharpness import Probe, SharpnessRun, run_probes
 from ..trajectory import Runtime, TrajectoryConfig
+from ..validation import check_int, check_list, check_number
 
 __all__ = ["SharpnessExperiment", "tail_sharpness", "intervals", "coincidence_table",
            "plot_sharpness", "plot_coincidence"]
@@ -52,14 +53,18 @@ class SharpnessExperiment:
     skip_intervals: int = 1
 
     def __post_init__(self):
-        object.__setattr__(self, "seeds", tuple(self.seeds))
-        object.__setattr__(self, "orders", tuple(as_order(o).spec() for o in self.orders))
+        if not isinstance(self.trajectory, TrajectoryConfig):
+            raise ValueError(f"trajectory must be a TrajectoryConfig (TrajectoryConfig.from_fields "
+                             f"builds one from a dict); got {self.trajectory!r}")
+        if not isinstance(self.probe, Probe):
+            raise ValueError(f"probe must be a Probe; got {self.probe!r}")
+        object.__setattr__(self, "seeds", check_list("seeds", self.seeds, [0, 1]))
+        orders = check_list("orders", self.orders, ["forward", "backward"])
+        object.__setattr__(self, "orders", tuple(as_order(o).spec() for o in orders))
         if not self.seeds:
-            raise ValueError("a sharpness experiment needs at least one seed")
-        if not 0 < self.tail <= 1:
-            raise ValueError(f"tail must be a fraction in (0, 1]; got {self.tail!r}")
-        if not isinstance(self.skip_intervals, int) or self.skip_intervals < 0:
-            raise ValueError(f"skip_intervals must be an integer >= 0; got {self.skip_intervals!r}")
+            raise ValueError("a sharpness experiment needs at least one seed; got seeds=[]")
+        check_number("tail", self.tail, 0, 1, low_open=True)
+        check_int("skip_intervals", self.skip_intervals, 0)
         self.runs()  # validates every run once, here
 
     def run_for(self, seed: int, order: str) -> SharpnessRun:

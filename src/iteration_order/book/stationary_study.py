@@ -28,6 +28,7 @@ from ..orders import iterates
 from .plots import ORDER_COLOURS
 from ..seeding import generator, stream_seed
 from ..trajectory import TRAJECTORY_MODULES
+from ..validation import check_int, check_list, check_number
 from ..stationary import (Draw, _network_contraction, _regression_draw, _TailSpread, affine_chains,
                          fit_rates, ks_summary, network_maps, network_problem, quadratic_draw,
                          quadratic_stationary_variance, regression_maps, regression_moments)
@@ -73,50 +74,39 @@ class StationaryStudy:
 
     def __post_init__(self):
         for name in ("network_teacher", "network_theta0"):
-            value = tuple(float(v) for v in getattr(self, name))
+            value = check_list(name, getattr(self, name), [1.0, 0.5, 1.0],
+                               lambda n, v: check_number(n, v))
             if len(value) != 3:
-                raise ValueError(f"{name} must be three numbers (w, b, v); got {value!r}")
-            object.__setattr__(self, name, value)
-        _integer("chains", self.chains, MIN_CHAINS)
-        _integer("steps", self.steps, 4)
-        _integer("early_step", self.early_step, 1)
-        if self.early_step >= self.steps // 2:
-            raise ValueError(f"early_step={self.early_step} must be below steps // 2 = "
-                             f"{self.steps // 2}: it stands for a step before convergence")
-        _integer("grid_points", self.grid_points, 2)
-        _integer("trace_chains", self.trace_chains, 1)
-        if self.trace_chains > self.chains:
-            raise ValueError(f"trace_chains={self.trace_chains} exceeds chains={self.chains}")
-        if not (self.wrong_scale > 0 and self.wrong_scale != 1):
-            raise ValueError(f"wrong_scale must be > 0 and != 1 (1 is the right law); "
-                             f"got {self.wrong_scale!r}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must lie in (0, 1); got {self.alpha!r}")
-        _integer("seed", self.seed, 0)
-        if not 0 < self.quadratic_h < 2:
-            raise ValueError(f"quadratic_h must lie in (0, 2), where |1 - h| < 1 makes the maps "
-                             f"contractions; got {self.quadratic_h!r}")
-        _positive("quadratic_noise", self.quadratic_noise)
-        _integer("regression_dim", self.regression_dim, 1)
-        _integer("regression_batch", self.regression_batch, self.regression_dim)
-        _integer("regression_points", self.regression_points, self.regression_batch)
-        _positive("regression_h", self.regression_h)
-        _integer("network_batch", self.network_batch, 1)
-        _integer("network_points", self.network_points, self.network_batch)
-        _positive("network_span", self.network_span)
-        _positive("network_h", self.network_h)
-        if self.network_noise < 0:
-            raise ValueError(f"network_noise must be >= 0; got {self.network_noise!r}")
-
-
-def _integer(name: str, value, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
-
-
-def _positive(name: str, value) -> None:
-    if not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0; got {value!r}")
+                raise ValueError(f"{name} must be three numbers (w, b, v); got {list(value)!r}")
+            object.__setattr__(self, name, tuple(float(v) for v in value))
+        check_int("chains", self.chains, MIN_CHAINS)
+        check_int("steps", self.steps, 4)
+        check_int(f"early_step (a step before convergence: below steps // 2 = "
+                  f"{self.steps // 2})", self.early_step, 1, self.steps // 2 - 1)
+        check_int("grid_points", self.grid_points, 2)
+        check_int(f"trace_chains (at most chains = {self.chains})", self.trace_chains, 1,
+                  self.chains)
+        check_number("wrong_scale", self.wrong_scale, 0, low_open=True)
+        if self.wrong_scale == 1:
+            raise ValueError("wrong_scale must be > 0 and != 1 (1 is the right law); got 1")
+        check_number("alpha", self.alpha, 0, 1, low_open=True, high_open=True)
+        check_int("seed", self.seed, 0)
+        check_number("quadratic_h (|1 - h| < 1 makes the maps contractions)", self.quadratic_h,
+                     0, 2, low_open=True, high_open=True)
+        check_number("quadratic_noise", self.quadratic_noise, 0, low_open=True)
+        check_number("quadratic_theta0", self.quadratic_theta0)
+        check_int("regression_dim", self.regression_dim, 1)
+        check_int(f"regression_batch (at least regression_dim = {self.regression_dim})",
+                  self.regression_batch, self.regression_dim)
+        check_int(f"regression_points (at least regression_batch = {self.regression_batch})",
+                  self.regression_points, self.regression_batch)
+        check_number("regression_h", self.regression_h, 0, low_open=True)
+        check_int("network_batch", self.network_batch, 1)
+        check_int(f"network_points (at least network_batch = {self.network_batch})",
+                  self.network_points, self.network_batch)
+        check_number("network_span", self.network_span, 0, low_open=True)
+        check_number("network_h", self.network_h, 0, low_open=True)
+        check_number("network_noise", self.network_noise, 0)
 
 
 def record_grid(steps: int, points: int) -> list[int]:

@@ -34,10 +34,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .registry import page, resolved_parameters
+from .registry import PROFILES, page, resolved_parameters
 from .pages import OrdersExperiment, stability_table
 from ..parallel import run_many
 from ..trajectory import Runtime, stored_trajectory
+from ..validation import check_bool, check_choice, check_list, check_number, check_str
 
 __all__ = ["CLAIMS", "MIN_INTERVAL_SEEDS", "SummaryConfig", "page_experiment", "claim_ratios",
            "claim_evidence", "smallest_sign_p", "divergence_note", "page_claims", "claims_table",
@@ -77,14 +78,17 @@ class SummaryConfig:
     train_missing: bool = False  # smoke runs may train; book pages only load
 
     def __post_init__(self):
-        object.__setattr__(self, "pages", tuple(self.pages))
+        pages = check_list("pages", self.pages, ["fig04-x2", "fig07-fashionmnist"],
+                           lambda name, value: check_str(name, value))
+        object.__setattr__(self, "pages", pages)
         if not self.pages:
-            raise ValueError("a summary needs at least one page")
+            raise ValueError("a summary needs at least one page; got pages=[]")
         for name in self.pages:
             if page(name)["template"] != "orders":
                 raise ValueError(f"page {name!r} is not a figure page of the orders template")
-        if not 0 < self.level < 1:
-            raise ValueError(f"level must be in (0, 1); got {self.level!r}")
+        check_choice("profile", self.profile, PROFILES)
+        check_number("level", self.level, 0, 1, low_open=True, high_open=True)
+        check_bool("train_missing", self.train_missing)
 
 
 def page_experiment(name: str, profile: str, train_missing: bool, runtime: Runtime = Runtime(),
