@@ -1,13 +1,18 @@
-# Two commands do everything, including set-up on a fresh machine:
-#   make test   - install (once), pytest, nbval on the templates, a strict build of the book
+# Three commands do everything, including set-up on a fresh machine:
+#   make test   - install (once), pytest, nbval on the templates, a strict build of the book, then
+#                 checks of the built HTML (no external resources, no test markers)
 #   make book   - install (once), execute pages missing from book/ (cpu profile without CUDA,
 #                 paper with it), build the HTML book into _build/html
-#   make reproduce PROFILE=cpu [PAGES="fig04-x2 fig05-cos10"] [JOBS=2] - (re-)execute pages
 #   make bench  - install (once), run the backward-SGD benchmark (results/bench-<device>.*)
+# and, when needed:
+#   make reproduce PROFILE=cpu [PAGES="fig04-x2 fig05-cos10"] [JOBS=2] - (re-)execute pages
+#   make lock   - re-resolve the whole stack from pyproject.toml into requirements/constraints.txt
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# Re-install only when the dependency list changes (the stamp is newer than pyproject.toml).
+# Every package of the stack at one exact version (pip freeze of a venv installed from it).
+CONSTRAINTS := requirements/constraints.txt
+# Re-install only when the dependencies change (the stamp is newer than both files).
 STAMP  := $(VENV)/.installed
 export DATA_ROOT ?= $(abspath ../shared/data)
 
@@ -15,13 +20,13 @@ PROFILE ?= cpu
 JOBS    ?= 2
 PAGES   ?=
 
-.PHONY: setup test pytest nbval book build-book reproduce bench clean
+.PHONY: setup test pytest nbval book build-book check-html reproduce bench lock clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e '.[all]'
 	touch $@
 
 pytest: $(STAMP)
@@ -33,12 +38,17 @@ nbval: $(STAMP)
 	ITERATION_ORDER_RESULTS=$$(mktemp -d) $(PY) -m pytest --nbval-lax -p no:cacheprovider \
 	  --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks
 
-test: pytest nbval build-book
+test: pytest nbval build-book check-html
 
 # Renders what book/ holds, executing nothing: pages are executed by `make reproduce`/`make book`.
 build-book: $(STAMP)
 	$(PY) -m iteration_order.book toc
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
+
+# The built pages: nothing loaded from another site (MathJax, fonts, scripts are all in _static),
+# no nbval markers shown. Deselected from the plain pytest run (marker built_html).
+check-html: $(STAMP)
+	$(PY) -m pytest -m built_html -p no:cacheprovider tests/test_built_html.py
 
 book: $(STAMP)
 	$(PY) -m iteration_order.book run --missing --jobs $(JOBS)
@@ -50,6 +60,19 @@ reproduce: $(STAMP)
 # Backward-SGD speed ratios (hand loop, sequential and batched engines, processes); < 5 min here.
 bench: $(STAMP)
 	$(PY) -m iteration_order.bench
+
+# Re-resolve the stack from pyproject.toml's ranges in a throw-away venv (newest versions that fit)
+# and freeze it. Run `make test` afterwards: the lock is only as good as the build it passed.
+lock:
+	set -e; tmp=$$(mktemp -d); \
+	$(PYTHON) -m venv $$tmp/venv; \
+	$$tmp/venv/bin/pip install --quiet --disable-pip-version-check -e '.[all]'; \
+	{ echo "# The whole book and test stack at exact versions, for $$($$tmp/venv/bin/python -V | sed 's/Python/CPython/') on $$(uname -m) $$(uname -s): the pip freeze"; \
+	  echo "# of a virtual environment installed with \`pip install -c requirements/constraints.txt -e '.[all]'\`"; \
+	  echo "# (Makefile, environment.yml). Regenerate with \`make lock\`, then run \`make test\`; do not edit by hand."; \
+	  $$tmp/venv/bin/pip freeze --all --exclude-editable --disable-pip-version-check | grep -v '^pip=='; \
+	} > $$tmp/constraints.txt; \
+	mv $$tmp/constraints.txt $(CONSTRAINTS); rm -rf $$tmp
 
 clean:
 	rm -rf _build

@@ -91,6 +91,10 @@ def test_toc_lists_only_executed_pages(tmp_path, monkeypatch):
     assert runner.write_toc(toc) == ["fig05-cos10"]
     text = toc.read_text()
     assert "book/fig05-cos10" in text and "book/fig04-x2" not in text and "root: book/index" in text
+    assert "book/references" not in text  # no references page in tmp_path
+    (tmp_path / "references.md").write_text("# References\n")
+    runner.write_toc(toc)
+    assert toc.read_text().rstrip().endswith("- file: book/references")
 
 
 def test_templates_are_stored_with_their_figures():

@@ -291,7 +291,7 @@ def write_figures() -> None:
 
 
 def write_toc(path: Path = ROOT / "_toc.yml") -> list[str]:
-    """Write the table of contents: the introduction, then every executed page by part.
+    """Write the table of contents: the introduction, every executed page by part, references.
 
     Pages of the registry that have not been executed yet are left out (and listed by
     ``python -m iteration_order.book list``), so the book always builds from what exists.
@@ -301,12 +301,15 @@ def write_toc(path: Path = ROOT / "_toc.yml") -> list[str]:
              "# executed pages in book/: do not edit by hand.", "format: jb-book",
              "root: book/index"]
     parts = {key: [n for n in executed if page(n).get("part", "practice") == key] for key in PARTS}
-    if any(parts.values()):
+    references = (BOOK / "references.md").is_file()  # the bibliography closes the book
+    if any(parts.values()) or references:
         lines.append("parts:")
     for key, names in parts.items():
         if names:
             lines += [f'  - caption: "{PARTS[key]}"', "    chapters:"]
             lines += [f"      - file: book/{n}" for n in names]
+    if references:
+        lines += ['  - caption: "References"', "    chapters:", "      - file: book/references"]
     path.write_text("\n".join(lines) + "\n")
     return executed
 
