@@ -35,6 +35,8 @@ __all__ = ["main", "run_pages", "fingerprint", "BOOK"]
 BOOK = ROOT / "book"
 LOGS = ROOT / "results" / "logs"
 HIDE = "remove-cell"  # jupyter-book drops such cells from the page
+HIDE_INPUT = "hide-input"  # ... and shows these collapsed, their outputs open
+NBVAL_MARKER = "# NBVAL_CHECK_OUTPUT"
 
 
 def _package_source() -> bytes:
@@ -125,7 +127,13 @@ def _decorate(nb, name: str, profile: str, params: dict, wall: float, day: str |
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
         if {"parameters", "injected-parameters"} & set(tags) and HIDE not in tags:
-            cell.metadata["tags"] = tags + [HIDE]  # the header shows the parameters instead
+            cell.metadata["tags"] = tags = tags + [HIDE]  # the header shows the parameters
+        if cell.cell_type == "code":
+            # the templates' nbval markers are for their own test, not for readers
+            cell.source = "\n".join(line for line in cell.source.split("\n")
+                                     if line.strip() != NBVAL_MARKER)
+            if not {HIDE, HIDE_INPUT} & set(tags):
+                cell.metadata["tags"] = tags + [HIDE_INPUT]  # code collapsed, output shown
     nb.cells.insert(0, _tagged_markdown(_header(name, profile, params, wall, day), "page-header"))
     nb.cells.append(_tagged_markdown(_conclusion(name, profile), "page-conclusion"))
     print_ = print_ or nb.metadata.get("iteration_order", {}).get("fingerprint") \
