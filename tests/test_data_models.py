@@ -42,6 +42,7 @@ def test_fashionmnist_is_read_through_torchvision_from_the_data_root(tmp_path):
     assert data.x_train.shape == (20, 1, 28, 28) and data.x_test.shape == (6, 1, 28, 28)
     assert data.num_outputs == 10 and data.task == "classification"
     assert abs(float(data.x_train.mean())) < 1e-5  # standardised with the training statistics
+    assert str(tmp_path) not in data.note  # pages show the note: no machine's absolute path
 
 
 def test_missing_files_name_the_path_and_how_to_get_them(tmp_path):
@@ -72,6 +73,7 @@ def test_npz_tensors_report_a_subset(tmp_path):
     data = load_dataset("cifar10-subset", data_root=tmp_path)
     assert data.x_train.shape == (40, 3, 32, 32) and data.y_train.dtype == torch.int64
     assert "SUBSET of cifar10" in data.note and "40 train" in data.note
+    assert str(tmp_path) not in data.note and "cifar10-subset.npz" in data.note
     assert data.num_outputs == 10
 
 

@@ -132,7 +132,10 @@ def _torchvision(name: str, root: Path, download: bool):
         xs.append(data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2))
         ys.append(torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64))
     x_train, x_test = _standardise(*xs)
-    note = f"{name}: the full official set ({official[0]} train, {official[1]} test) from {root}"
+    # the note travels into results and pages: it names the layout under the data root, never
+    # this machine's absolute path
+    note = (f"{name}: the full official set ({official[0]} train, {official[1]} test), read from "
+            f"torchvision's files under the data root")
     return x_train, ys[0], x_test, ys[1], "classification", classes, note
 
 
@@ -164,7 +167,7 @@ def _npz(name: str, root: Path):
     else:
         extent = (f"a SUBSET of {name.split('-')[0]} (official {official[0]} train, "
                   f"{official[1]} test)")
-    note = f"{name}: {sizes[0]} train, {sizes[1]} test images from {path}; {extent}"
+    note = f"{name}: {sizes[0]} train, {sizes[1]} test images from {path.name} under the data root; {extent}"
     return x_train, y_train, x_test, y_test, "classification", classes, note
 
 
