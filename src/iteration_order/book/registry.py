@@ -124,12 +124,46 @@ def parameters(name: str, profile: str, path: Path | None = None) -> dict:
 
 
 def departures(name: str, profile: str, path: Path | None = None) -> list[str]:
-    """How a profile departs from the paper, parameter by parameter, then in the page's words."""
+    """How a profile departs from the paper, parameter by parameter, then in the page's words.
+    Each item is markdown; a structured value (a study's list of runs) becomes nested bullets."""
     _check_profile(profile)
     mine, paper = parameters(name, profile, path), parameters(name, "paper", path)
-    lines = [f"`{k}` = {json.dumps(mine[k])} (paper: {json.dumps(paper.get(k))})"
-             for k in mine if mine[k] != paper.get(k)]
+    lines = [_departure(k, mine[k], paper.get(k)) for k in mine if mine[k] != paper.get(k)]
     return lines + list(page(name, path).get("notes", {}).get(profile, []))
+
+
+def _departure(key: str, mine, paper) -> str:
+    if not isinstance(mine, (dict, list)) or not any(isinstance(v, (dict, list)) for v in
+                                                      (mine.values() if isinstance(mine, dict)
+                                                       else mine)):
+        return f"`{key}` = {_inline(mine)} (paper: {_inline(paper)})"
+    return (f"`{key}` differs from the paper profile's; here it is:\n"
+            + _bullets(mine, "  ") + "\n\n  and at the paper profile:\n\n" + _bullets(paper, "  "))
+
+
+def _bullets(value, indent: str) -> str:
+    """A nested value as markdown bullets: a mapping one bullet per key, a list one per item."""
+    if isinstance(value, dict):
+        items = [(f"`{k}`", v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = [(f"entry {i}" if len(value) > 1 else "", v) for i, v in enumerate(value, start=1)]
+    else:
+        return f"{indent}- {_inline(value)}"
+    lines = []
+    for label, v in items:
+        if isinstance(v, (dict, list)) and any(isinstance(x, (dict, list)) for x in
+                                               (v.values() if isinstance(v, dict) else v)):
+            lines.append(f"{indent}- {label}:\n" + _bullets(v, indent + "  "))
+        elif isinstance(v, dict):
+            lines.append(f"{indent}- {label + ': ' if label else ''}"
+                         + ", ".join(f"`{k}` {_inline(x)}" for k, x in v.items()))
+        else:
+            lines.append(f"{indent}- {label + ': ' if label else ''}{_inline(v)}")
+    return "\n".join(lines)
+
+
+def _inline(value) -> str:
+    return json.dumps(value)
 
 
 def default_profile() -> str:

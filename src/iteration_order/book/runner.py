@@ -62,6 +62,13 @@ def _executed_fingerprint(path: Path) -> str | None:
     return nbformat.read(path, as_version=4).metadata.get("iteration_order", {}).get("fingerprint")
 
 
+def _has_figure(nb) -> bool:
+    """Whether an executed notebook holds a figure, shown or glued (myst-nb stores a glued
+    figure under a prefixed mime type, e.g. application/papermill.record/image/png)."""
+    return any(key.endswith("image/png") for cell in nb.cells
+               for output in cell.get("outputs", []) for key in output.get("data", {}))
+
+
 def _header(name: str, profile: str, params: dict, wall: float, day: str) -> str:
     entry = page(name)
     # the template's defaults also enter the run (and its cache name): show them, marked as such
@@ -204,7 +211,7 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False) -> boo
             cwd=str(ROOT), kernel_name="python3", progress_bar=False, log_output=True)
         wall = time.perf_counter() - start
         nb = nbformat.read(tmp, as_version=4)
-        if not any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])):
+        if not _has_figure(nb):
             raise RuntimeError(f"page {name} produced no figure (is MPLBACKEND forcing a "
                                f"non-inline backend?)")
         nb.metadata.pop("iteration_order", None)
@@ -278,7 +285,7 @@ def refresh_template(name: str) -> Path:
             papermill.execute_notebook(str(path), str(tmp), cwd=str(ROOT), kernel_name="python3",
                                        progress_bar=False)
         nb = nbformat.read(tmp, as_version=4)
-        if not any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])):
+        if not _has_figure(nb):
             raise RuntimeError(f"template {name} produced no figure")
         os.replace(tmp, path)
     finally:

@@ -42,7 +42,7 @@ from ..validation import check_bool, check_choice, check_list, check_number, che
 
 __all__ = ["CLAIMS", "MIN_INTERVAL_SEEDS", "SummaryConfig", "page_experiment", "claim_ratios",
            "claim_evidence", "smallest_sign_p", "divergence_note", "page_claims", "claims_table",
-           "verdicts"]
+           "verdicts", "claims_display"]
 
 
 class Claim(NamedTuple):
@@ -257,3 +257,26 @@ def verdicts(claims: pd.DataFrame, level: float = 0.95, reference: str = "forwar
                 text += f" [no ratio on {row['undefined']}]"
             lines.append(text)
     return lines
+
+
+def claims_display(claims: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """`page_claims` or `claims_table` as a reader's table: per claim 'k of n' seeds where it
+    holds, the sign test's p, the geometric-mean ratio and its t-interval (or why there is none),
+    the per-seed ratios, and why some seeds have no ratio. Numbers rounded to 3 significant
+    figures, so the rendered HTML and nbval's comparison stay stable."""
+    def interval(row) -> str:
+        if np.isfinite(row["low"]):
+            return f"{row['low']:.3g} to {row['high']:.3g}"
+        return row["interval note"] or "n/a"
+
+    shown = pd.DataFrame({
+        "holds (k of n seeds)": [f"{k} of {n}" if n else "cannot test"
+                                 for k, n in zip(claims["holds"], claims["n"])],
+        "sign test p": [f"{p:.3g}" if np.isfinite(p) else "n/a" for p in claims["sign p"]],
+        "geometric mean ratio": [f"{r:.3g}" if np.isfinite(r) else "n/a"
+                                 for r in claims["ratio"]],
+        f"{level:.0%} t-interval": [interval(row) for _, row in claims.iterrows()],
+        "per-seed ratios": claims["per seed"],
+        "no ratio on": [u or "" for u in claims["undefined"]],
+    }, index=claims.index)
+    return shown
