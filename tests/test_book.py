@@ -209,3 +209,32 @@ def test_a_page_executed_at_another_profile_is_replaced_only_when_forced(tmp_pat
     with pytest.raises(SystemExit):
         runner.main(["run", "--profile", "smoke", "--only", "theory"])
     assert (tmp_path / "theory.ipynb").read_bytes() == before
+
+
+def test_book_params_round_trips_through_papermill(tmp_path):
+    # what `book params` prints is what papermill injects, so a reader can rerun any page by hand
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    text = runner.page_parameters_yaml("fig04-x2", "smoke")
+    (tmp_path / "params.yml").write_text(text)
+    out = tmp_path / "page.ipynb"
+    env = {**os.environ, "ITERATION_ORDER_RESULTS": str(tmp_path / "results")}
+    subprocess.run([sys.executable, "-m", "papermill", str(registry.template_path("fig04-x2")),
+                    str(out), "-f", str(tmp_path / "params.yml"), "--cwd", str(registry.ROOT),
+                    "--no-progress-bar"], check=True, env=env, capture_output=True)
+    nb = nbformat.read(out, as_version=4)
+    [cell] = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    injected = {node.targets[0].id: ast.literal_eval(node.value)
+                for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)}
+    assert injected == yaml.safe_load(text)
+    assert injected["profile"] == "smoke" and injected["dataset"] == "synthetic-x2"
+
+
+def test_book_params_names_a_bad_page():
+    with pytest.raises(SystemExit):
+        runner.main(["params", "nope", "--profile", "paper"])

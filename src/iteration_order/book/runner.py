@@ -62,6 +62,13 @@ def _executed_fingerprint(path: Path) -> str | None:
     return nbformat.read(path, as_version=4).metadata.get("iteration_order", {}).get("fingerprint")
 
 
+def _glues(nb, key: str) -> bool:
+    """Whether an executed notebook glued ``key`` (myst-nb records the name in the output's
+    metadata), so that the page's prose may refer to it."""
+    return any(output.get("metadata", {}).get("scrapbook", {}).get("name") == key
+               for cell in nb.cells for output in cell.get("outputs", []))
+
+
 def _has_figure(nb) -> bool:
     """Whether an executed notebook holds a figure, shown or glued (myst-nb stores a glued
     figure under a prefixed mime type, e.g. application/papermill.record/image/png)."""
@@ -69,7 +76,8 @@ def _has_figure(nb) -> bool:
                for output in cell.get("outputs", []) for key in output.get("data", {}))
 
 
-def _header(name: str, profile: str, params: dict, wall: float, day: str) -> str:
+def _header(name: str, profile: str, params: dict, wall: float, day: str,
+            produced_by: bool = False) -> str:
     entry = page(name)
     # the template's defaults also enter the run (and its cache name): show them, marked as such
     all_defaults = template_defaults(template_path(name))
@@ -83,12 +91,20 @@ def _header(name: str, profile: str, params: dict, wall: float, day: str) -> str
         + [_row(k, v, "template default", k in unused) for k, v in defaults.items()])
     gaps = departures(name, profile)
     gap_text = "\n".join(f"- {g}" for g in gaps) if gaps else "- none: these are the paper's settings"
+    template = template_path(name).relative_to(ROOT)
+    produced = ("**Produced by:** {glue:md}`provenance`\n\n" if produced_by else "")
     return (f"# {entry['title']}\n\n"
-            f"**The paper's claim.** {entry['claim'].strip()}\n\n"
+            f"**The paper's claim** {{cite:p}}`dherin2025training`**.** "
+            f"{entry['claim'].strip()}\n\n"
             f"**Profile:** `{profile}`. This page was executed in {wall / 60:.1f} min of wall time "
             f"(trajectories already in the `results/` cache are loaded, not recomputed) on "
-            f"{platform.machine()} ({os.cpu_count()} cores) on {day}. Rerun it with "
-            f"`python -m iteration_order.book run --profile {profile} --only {name}`.\n\n"
+            f"{platform.machine()} ({os.cpu_count()} cores) on {day}.\n\n"
+            + produced +
+            f"**Rerun it** at this profile with "
+            f"`python -m iteration_order.book run --profile {profile} --only {name}`, or with "
+            f"papermill at the paper's settings: `python -m iteration_order.book params {name} "
+            f"--profile paper > params.yml` then `papermill {template} {name}.ipynb -f "
+            f"params.yml`.\n\n"
             f"**Departures from the paper at this profile:**\n\n{gap_text}\n\n"
             f"```{{dropdown}} All parameters of this run\n| parameter | value | set by |\n"
             f"|---|---|---|\n"
@@ -126,7 +142,7 @@ def _decorate(nb, name: str, profile: str, params: dict, wall: float, day: str |
 
     def added_earlier(cell) -> bool:  # also recognises cells from before the tags existed
         return cell.cell_type == "markdown" and (
-            "**The paper's claim.**" in cell.source
+            "**The paper's claim" in cell.source
             or cell.source.startswith("## What our run shows"))
 
     nb.cells = [c for c in nb.cells
@@ -141,7 +157,8 @@ def _decorate(nb, name: str, profile: str, params: dict, wall: float, day: str |
                                      if line.strip() != NBVAL_MARKER)
             if not {HIDE, HIDE_INPUT} & set(tags):
                 cell.metadata["tags"] = tags + [HIDE_INPUT]  # code collapsed, output shown
-    nb.cells.insert(0, _tagged_markdown(_header(name, profile, params, wall, day), "page-header"))
+    header = _header(name, profile, params, wall, day, produced_by=_glues(nb, "provenance"))
+    nb.cells.insert(0, _tagged_markdown(header, "page-header"))
     nb.cells.append(_tagged_markdown(_conclusion(name, profile), "page-conclusion"))
     print_ = print_ or nb.metadata.get("iteration_order", {}).get("fingerprint") \
         or fingerprint(name, profile)
@@ -343,6 +360,10 @@ def main(argv: list[str] | None = None) -> None:
                           "profile")
     run.add_argument("--missing", action="store_true",
                      help="only pages that have no executed notebook in book/ yet")
+    params = sub.add_parser("params", help="a page's parameters at a profile, as YAML that "
+                            "papermill takes with -f")
+    params.add_argument("page")
+    params.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
     sub.add_parser("list", help="list the pages and their templates")
     sub.add_parser("check", help="check experiments.yml against the templates")
     sub.add_parser("toc", help="write _toc.yml from the executed pages, and the book's own figures")
@@ -356,11 +377,26 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {err}") from None
 
 
+def page_parameters_yaml(name: str, profile: str) -> str:
+    """The parameters ``book run`` gives a page at a profile, as YAML for ``papermill -f``: the
+    page's registry entry (anchors and merge keys resolved) and the profile; the template's own
+    defaults fill in the rest, as they do for the runner."""
+    import yaml
+
+    values = {**checked_parameters(name, profile), "profile": profile}
+    return yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
+
+
 def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.command == "list":
         for name, entry in load_pages().items():
             state = "executed" if (BOOK / f"{name}.ipynb").is_file() else "not executed"
             print(f"{name:<28} {entry['template']:<16} {state}")
+    elif args.command == "params":
+        try:
+            print(page_parameters_yaml(args.page, args.profile), end="")
+        except ValueError as err:
+            parser.error(str(err))
     elif args.command == "template":
         for name in args.names:
             try:
