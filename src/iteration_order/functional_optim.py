@@ -36,9 +36,11 @@ __all__ = ["MomentumSGD", "Adam", "StackedOptimizer", "stacked_optimizer", "stac
 StackedState = dict[str, list[Tensor]]
 
 
-def _per_trajectory(values: Tensor, like: Tensor) -> Tensor:
-    """A [K] vector shaped to broadcast against a stacked tensor [K, ...], in its dtype."""
-    return values.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+def _per_trajectory(values: Tensor, like: list[Tensor]) -> list[Tensor]:
+    """A [K] vector as views that broadcast against each stacked tensor [K, ...], in its dtype
+    (cast once per dtype: a ResNet has a hundred and more parameter tensors)."""
+    cast = {t.dtype: values.to(t.dtype) for t in like}
+    return [cast[t.dtype].view(-1, *([1] * (t.ndim - 1))) for t in like]
 
 
 @dataclass(frozen=True)
@@ -86,12 +88,11 @@ class Adam:
         step_size = self.lr / (1 - self.beta1 ** t)
         correction2_sqrt = (1 - self.beta2 ** t) ** 0.5
         denominators = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denominators, [_per_trajectory(correction2_sqrt, d)
-                                           for d in denominators])
+        torch._foreach_div_(denominators, _per_trajectory(correction2_sqrt, denominators))
         torch._foreach_add_(denominators, self.eps)
         # torch: θ.addcdiv_(m, denom, value=-step_size), i.e. θ + (−s)·(m / denom)
         updates = torch._foreach_div(exp_avgs, denominators)
-        torch._foreach_mul_(updates, [_per_trajectory(step_size, u) for u in updates])
+        torch._foreach_mul_(updates, _per_trajectory(step_size, updates))
         torch._foreach_sub_(params, updates)
 
 
