@@ -27,6 +27,8 @@ def test_a_tiny_case_gives_every_ratio_and_a_table():
                                                              fake_data=True), "cpu", repeats=1)}
     assert evaluation["tiny"]["examples"] == 8192 + 256  # repeated fake rows, then the test set
     assert evaluation["tiny"]["evaluation / ceiling (examples/s)"] > 0
+    synthetic = evaluation_throughput(TINY, "cpu", repeats=1)
+    assert synthetic["examples"] == 101 + 100  # a synthetic set at its own size
     table = render([case], processes, "cpu", evaluation)
     assert "| tiny (group 2) | 21 |" in table and "- tiny: " in table
     assert "| tiny | 8448 | 2048 |" in table
