@@ -217,9 +217,11 @@ def choose_engine(runtime: Runtime, device: torch.device, config: TrajectoryConf
     The batched engine runs every family whose maps have a grouped path and whose model and
     optimiser it can carry (``maps.grouping_problem()`` is None): plain SGD, momentum and Adam,
     Appendix D's updates, on the MLP, VGG-19 and the BatchNorm ResNets. ``auto`` takes it on CUDA
-    only: on this project's 2-core CPU the sequential loop was as fast or faster (batched /
-    sequential 1.1–1.5 on the small MLPs, 0.6 for ResNet-18; see the README's benchmark). The
-    forward order has no restarts to batch, so it always runs sequentially.
+    only: on this project's 2-core CPU the batched engine was slower for every family of the
+    benchmark (batched / sequential 0.49–0.83 for the MLPs with SGD and Adam and for ResNet-18;
+    an earlier session measured 1.1–1.5 on the MLPs; see the README). The forward order has no
+    restarts to batch, so it always runs sequentially. The group width fills a quarter of the
+    free GPU memory with trajectories as `memory.trajectory_bytes` counts them, at most 256.
     """
     if as_order(config.order) == Forward():
         return "sequential", 0

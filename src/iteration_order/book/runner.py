@@ -289,23 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     cost.add_argument("--only", nargs="+", metavar="PAGE", help="only these pages")
     cost.add_argument("--jobs", type=int, default=1, help="parallel runs to divide the total by")
     args = parser.parse_args(argv)
-    if args.command == "cost":
-        from .costs import page_costs, render_costs
-        if args.jobs < 1:
-            parser.error(f"--jobs must be >= 1; got {args.jobs}")
-        profile = args.profile or default_profile()
-        os.environ.setdefault("DATA_ROOT", str((ROOT.parent / "shared" / "data").resolve()))
-        try:
-            if profile not in PROFILES:
-                raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
-            import torch
-            device = args.device if args.device != "auto" else (
-                "cuda" if torch.cuda.is_available() else "cpu")
-            costs, not_covered = page_costs(profile, device, args.only)
-        except ValueError as err:
-            parser.error(str(err))
-        print(render_costs(costs, not_covered, profile, device, args.jobs))
-    elif args.command == "list":
+    if args.command == "list":
         for name, entry in load_pages().items():
             state = "executed" if (BOOK / f"{name}.ipynb").is_file() else "not executed"
             print(f"{name:<28} {entry['template']:<16} {state}")
@@ -322,6 +306,22 @@ def main(argv: list[str] | None = None) -> None:
         problems = check_registry()
         print("\n".join(problems) or "experiments.yml is consistent with the templates")
         raise SystemExit(1 if problems else 0)
+    elif args.command == "cost":
+        from .costs import page_costs, render_costs
+        if args.jobs < 1:
+            parser.error(f"--jobs must be >= 1; got {args.jobs}")
+        profile = args.profile or default_profile()
+        os.environ.setdefault("DATA_ROOT", str((ROOT.parent / "shared" / "data").resolve()))
+        try:
+            if profile not in PROFILES:
+                raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+            import torch
+            device = args.device if args.device != "auto" else (
+                "cuda" if torch.cuda.is_available() else "cpu")
+            costs, not_covered = page_costs(profile, device, args.only)
+        except ValueError as err:
+            parser.error(str(err))
+        print(render_costs(costs, not_covered, profile, device, args.jobs))
     else:
         if args.jobs < 1:
             parser.error(f"--jobs must be >= 1; got {args.jobs}")
