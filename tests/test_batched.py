@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from iteration_order import (MLP, Runtime, TrajectoryConfig, build_model, initial_optimizer_state,
                              initial_state, iterates, optimizer_maps, run_trajectory, sgd_maps)
-from iteration_order.evaluation import Evaluator
+from iteration_order.evaluation import Evaluator, gpu_chunk
 from iteration_order.functional_optim import (Adam, MomentumSGD, optimizer_state_dict,
                                               stack_optimizer_state, stacked_optimizer)
 from iteration_order.memory import activation_bytes_per_example, trajectory_bytes
@@ -243,6 +243,45 @@ def test_auto_on_cpu_stays_sequential_for_every_family(tmp_path):
         config = TrajectoryConfig(dataset="synthetic-x2", depth=1, width=8, steps=6,
                                   order="backward", **changes)
         assert prepare(config, cpu).engine == "sequential"
+
+
+@pytest.mark.parametrize("changes", [
+    dict(),                                                        # SGD on an MLP
+    dict(optimizer="momentum"), dict(optimizer="adam"),
+    dict(update="small", micro_batches=2, batch_size=4),
+    dict(update="average", micro_batches=2, batch_size=4),
+    dict(update="regularised", micro_batches=2, batch_size=4, reg_lambda=0.1),
+    dict(dataset="cifar10", fake_data=True, model="resnet18", batch_size=2),   # BatchNorm
+    dict(dataset="cifar10", fake_data=True, model="vgg19", batch_size=2),
+], ids=["sgd", "momentum", "adam", "small", "average", "regularised", "resnet18", "vgg19"])
+def test_auto_takes_the_batched_engine_on_cuda_for_every_family(changes, tmp_path, monkeypatch):
+    """`choose_engine` as it decides on a GPU (the device is only named: the free memory is
+    given), for every family a page runs; the width is a quarter of 1 GiB over the trajectory."""
+    import iteration_order.trajectory as trajectory
+    monkeypatch.setattr(trajectory, "_free_bytes", lambda device: 2 ** 30)
+    config = TrajectoryConfig(**{"dataset": "synthetic-x2", "depth": 1, "width": 8, "steps": 6,
+                                 "order": "backward", **changes})
+    run = prepare(config, Runtime(device="cpu", results_dir=tmp_path, progress=False))
+    engine, width = choose_engine(Runtime(engine="auto", results_dir=tmp_path),
+                                  torch.device("cuda"), config, run.maps, run.model)
+    expected = max(2, min(256, 2 ** 28 // trajectory_bytes(run.model, run.maps,
+                                                           run.maps.inputs[:1])))
+    assert (engine, width) == ("batched", expected)
+    forward = choose_engine(Runtime(engine="auto", results_dir=tmp_path), torch.device("cuda"),
+                            config.replace(order="forward"), run.maps, run.model)
+    assert forward == ("sequential", 0)
+
+
+def test_gpu_evaluation_chunks_fill_about_a_gibibyte():
+    assert gpu_chunk(4 * 1000) == 65536          # a small MLP: capped
+    assert gpu_chunk(2 ** 20) == 1024            # 1 MiB per example: 1 GiB / 1 MiB
+    assert gpu_chunk(2 ** 24) == 256             # 16 MiB per example: at least 256
+
+
+def test_largest_activation_is_the_scale_of_an_evaluation():
+    model = MLP(2, 8, 3, 1).double()
+    x = torch.zeros(1, 3, dtype=torch.float64)
+    assert activation_bytes_per_example(model, x, largest=True) == 8 * 8  # one hidden layer
 
 
 def test_memory_per_trajectory_counts_optimizer_state_and_activations(data):

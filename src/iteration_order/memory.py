@@ -1,8 +1,9 @@
 """Memory estimates made before a run: one batched trajectory, one evaluation chunk.
 
 The batched engine's group width and the evaluator's chunk on a GPU are sized from these. They are
-estimates (counted, not measured): parameter-sized copies from the maps (`trajectory_copies`) and
-activations from one forward pass of a single example with hooks on the leaf modules.
+estimates (counted, not measured; no GPU has checked them yet): parameter-sized copies from the
+maps (`trajectory_copies`) and activations from one forward pass of a single example with hooks
+on the leaf modules.
 """
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ __all__ = ["activation_bytes_per_example", "trajectory_bytes"]
 _TRAINING_ACTIVATION_FACTOR = 2
 
 
-def activation_bytes_per_example(model: nn.Module, example: torch.Tensor) -> int:
-    """Bytes of all leaf-module outputs for one example (``example`` is ``[1, ...]``)."""
-    total = 0
+def activation_bytes_per_example(model: nn.Module, example: torch.Tensor,
+                                 largest: bool = False) -> int:
+    """Bytes of all leaf-module outputs for one example (``example`` is ``[1, ...]``): what a
+    training step keeps for its backward pass. ``largest``: the largest single output instead,
+    the scale of what a forward pass without gradients holds at once."""
+    sizes: list[int] = []
 
     def count(_module, _inputs, output):
-        nonlocal total
         if isinstance(output, torch.Tensor):
-            total += output.numel() * output.element_size()
+            sizes.append(output.numel() * output.element_size())
 
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
@@ -36,7 +39,7 @@ def activation_bytes_per_example(model: nn.Module, example: torch.Tensor) -> int
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return total
+    return max(sizes, default=0) if largest else sum(sizes)
 
 
 def trajectory_bytes(model: nn.Module, maps, example: torch.Tensor) -> int:

@@ -237,9 +237,13 @@ def choose_engine(runtime: Runtime, device: torch.device, config: TrajectoryConf
     if runtime.group_size:
         return "batched", runtime.group_size
     per_trajectory = trajectory_bytes(model, maps, maps.inputs[:1])
-    free = (torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 2 ** 30)
-    fits = int(_GROUP_MEMORY_FRACTION * free // per_trajectory)
+    fits = int(_GROUP_MEMORY_FRACTION * _free_bytes(device) // per_trajectory)
     return "batched", max(2, min(_MAX_GROUP, fits))
+
+
+def _free_bytes(device: torch.device) -> int:
+    """Free memory the batched engine sizes its groups from (1 GiB assumed on a CPU)."""
+    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 2 ** 30
 
 
 def prepare(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> Prepared:
