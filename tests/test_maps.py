@@ -7,7 +7,8 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from iteration_order import (initial_optimizer_state, initial_state, iterates, optimizer_maps,
-                             sgd_maps)
+                             sgd_maps, supports_grouping)
+from iteration_order.maps import grouping_problem
 
 LR = 0.1
 
@@ -188,10 +189,29 @@ def test_grouping_needs_maps_that_support_it(tiny_problem):
     plain = list(sgd_maps(model, F.mse_loss, x, y, schedule, LR))
     with pytest.raises(ValueError, match="needs maps with a batched path"):
         iterates(plain, initial_state(model), "backward", group_size=4)
-    bn = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))
-    maps = sgd_maps(bn.double(), F.mse_loss, x, y, schedule, LR)
-    with pytest.raises(ValueError, match="needs a model without buffers"):
-        list(iterates(maps, initial_state(bn), "backward", group_size=4))
+    # a cumulative BatchNorm average reads its batch count as a Python number: not batchable
+    cumulative = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4, momentum=None),
+                                     torch.nn.Linear(4, 1)).double()
+    maps = sgd_maps(cumulative, F.mse_loss, x, y, schedule, LR)
+    with pytest.raises(ValueError, match="BatchNorm '1' has momentum=None"):
+        list(iterates(maps, initial_state(cumulative), "backward", group_size=4))
+
+
+def test_buffers_of_unknown_modules_are_refused_by_name():
+    class Counter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("calls", torch.zeros(()))
+
+        def forward(self, x):
+            return x
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 1), Counter())
+    assert grouping_problem(model) == ("module '1' (Counter) has buffers ['calls']; the batched "
+                                       "engine carries BatchNorm buffers only")
+    assert not supports_grouping(model)
+    assert grouping_problem(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))) \
+        is None
 
 
 def test_two_runs_give_identical_tensors(tiny_problem):

@@ -438,7 +438,7 @@ BAD_INPUTS = [
         "page 'p', profile 'smoke': parameters must be a mapping (write {} for none); got None",
         "registry profile null"),
     bad(lambda: registry_problem("stepz: 3"), "p [smoke]: 'stepz' is not a parameter of the "
-        "template; it declares batch_size, dataset", "registry typo key"),
+        "template; it declares batch_size, data_root, dataset", "registry typo key"),
     bad(lambda: registry_problem(f'"{INJECTION}": 1'), "p [smoke]: a parameter name must be a "
         "Python identifier (letters, digits and _, not a keyword); got \"steps; import os;",
         "registry injection key"),

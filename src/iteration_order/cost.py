@@ -1,25 +1,45 @@
 """What a run will cost, known before it starts.
 
-The count is exact: producing step n from base step r costs n − r map applications
-(`orders.planned_applications`), plus one evaluation per recorded step. The time is an estimate:
-a short timed warm-up of a few map applications and one evaluation on the real model and data,
-multiplied out. Configs that differ only in order or seed share one warm-up.
+The counts are exact: producing step n from base step r costs n − r map applications
+(`orders.planned_applications`), plus one evaluation per recorded step. The time is an estimate
+from a short timed warm-up on the real model and data, multiplied out per engine:
+
+* sequential: applications × the median time of one in-place map application;
+* batched: the engine advances a group of trajectories one map at a time, and a group step's price
+  depends on how many trajectories are active. A dry run of the order engine over stand-in maps
+  gives, for the run's exact plan, how many group steps run at each width w; group steps are timed
+  at a few widths up to the widest the run uses (interpolated between them), and trajectories that
+  run alone are priced at the sequential rate. (An earlier version timed the batched engine at
+  width 8 and divided by the applications, which overestimated a width-256 GPU run ten times.)
+* evaluations: the time per example of one evaluation chunk, times the examples evaluated.
+
+Configs that differ only in order, seed or learning rate share one prepared model and one warm-up
+per engine. With ``stand_in=True`` a data set missing here is replaced by fake data of the same
+shapes (the time per step and per example does not depend on pixel values) and evaluations are
+priced at the official set sizes; the estimates say so (``stand_in``).
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .orders import Forward, InPlaceMaps, as_order, planned_applications
-from .trajectory import Prepared, Runtime, TrajectoryConfig, prepare, recorded_steps
+from .data import TORCHVISION, DataNotFoundError
+from .evaluation import Evaluator
+from .orders import Forward, InPlaceMaps, as_order, iterates, planned_applications
+from .trajectory import (Prepared, Runtime, TrajectoryConfig, choose_engine, prepare,
+                         recorded_steps)
 
-__all__ = ["CostEstimate", "estimate_costs", "cost_table", "format_seconds"]
+__all__ = ["CostEstimate", "estimate_costs", "cost_table", "format_seconds", "group_widths"]
 
-_WARMUP, _TIMED = 2, 9
+_WARMUP = 2            # untimed applications first (allocator, autograd caches)
+_TIMED = (3, 9)        # at least / at most this many timed repetitions ...
+_TIMING_BUDGET = 3.0   # ... stopping after the minimum once this many seconds are spent
+_CPU_EVAL_EXAMPLES = 256  # examples timed for the per-example evaluation cost on a CPU
 
 
 @dataclass(frozen=True)
@@ -27,79 +47,184 @@ class CostEstimate:
     config: TrajectoryConfig
     applications: int
     evaluations: int
-    seconds_per_application: float
+    map_seconds: float            # all map applications of the run
     seconds_per_evaluation: float
     engine: str
+    group_size: int = 0
+    stand_in: bool = False        # timed on fake data of the real shapes (the data is not here)
+
+    @property
+    def seconds_per_application(self) -> float:
+        """The run's average; on the batched engine it depends on the group widths."""
+        return self.map_seconds / self.applications if self.applications else 0.0
 
     @property
     def seconds(self) -> float:
-        return (self.applications * self.seconds_per_application
-                + self.evaluations * self.seconds_per_evaluation)
+        return self.map_seconds + self.evaluations * self.seconds_per_evaluation
 
 
-def _timed(fn, device: torch.device) -> float:
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
-def _warm_up(run: Prepared) -> tuple[float, float]:
-    """Seconds per map application (on the engine the run will use) and per evaluation."""
-    maps = run.maps
-    if run.engine == "batched":
-        width = min(run.group_size, 8, len(maps))
-        group = list(range(1, width + 1))
-        maps.compose_group(0, group, run.state0)
-        per_application = _timed(lambda: maps.compose_group(0, group, run.state0),
-                                 run.device) / sum(group)
-    elif not isinstance(maps, InPlaceMaps):  # pure maps only (App. D's regularised, average)
+def _median_time(fn, device: torch.device) -> float:
+    """Median seconds of ``fn()``: at least 3 repetitions, at most 9, stopping after the minimum
+    once the budget is spent (a ResNet step on a CPU takes seconds). The median ignores the few
+    repetitions disturbed by other work on a shared machine."""
+    times: list[float] = []
+    while len(times) < _TIMED[1] and (len(times) < _TIMED[0] or sum(times) < _TIMING_BUDGET):
+        _sync(device)
+        start = time.perf_counter()
+        fn(len(times))
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _sequential_seconds(run: Prepared) -> float:
+    """Seconds per map application on the sequential engine (in place, or pure maps)."""
+    maps, n = run.maps, len(run.maps)
+    if not isinstance(maps, InPlaceMaps):  # pure maps only (App. D's regularised, average)
         state = run.state0
-        for i in range(1, min(_WARMUP, len(maps)) + 1):
+        for i in range(1, min(_WARMUP, n) + 1):
             state = maps[i - 1](state)
-        per_application = float(np.median([
-            _timed(lambda i=i: maps[i - 1](run.state0), run.device)
-            for i in range(1, min(_TIMED, len(maps)) + 1)]))
-    else:
-        workspace = maps.load(run.state0)
-        for i in range(1, min(_WARMUP, len(maps)) + 1):
-            maps.apply_(i, workspace)
-        # each application timed on its own; the median ignores a few disturbed by other work
-        per_application = float(np.median([
-            _timed(lambda i=i: maps.apply_(i, workspace), run.device)
-            for i in range(1, min(_TIMED, len(maps)) + 1)]))
-    run.evaluate(run.state0)
-    per_evaluation = float(np.median([_timed(lambda: run.evaluate(run.state0), run.device)
-                                      for _ in range(3)]))
-    return per_application, per_evaluation
+        return _median_time(lambda k: maps[k % n](run.state0), run.device)
+    workspace = maps.load(run.state0)
+    for i in range(1, min(_WARMUP, n) + 1):
+        maps.apply_(i, workspace)
+    return _median_time(lambda k: maps.apply_(k % n + 1, workspace), run.device)
+
+
+def _group_step_seconds(run: Prepared, width: int) -> float:
+    """Seconds of one group step of the batched engine with ``width`` active trajectories."""
+    maps, n = run.maps, len(run.maps)
+    maps.model.train()
+    stacked = maps.stack(run.state0, width)
+    maps.group_step(1, stacked, width)  # warm-up
+    return _median_time(lambda k: maps.group_step(k % n + 1, stacked, width), run.device)
+
+
+class _DryRun(Sequence):
+    """Stand-in maps for the order engine: they apply nothing and record, for the plan the engine
+    forms, the group steps at each width and the applications made outside groups."""
+
+    def __init__(self, length: int):
+        self.length = length
+        self.widths: Counter = Counter()
+        self.alone = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index):
+        return self._apply
+
+    def _apply(self, state):
+        self.alone += 1
+        return state
+
+    def compose_group(self, r: int, ns: list[int], x_r):
+        ends = sorted(ns, reverse=True) + [r]
+        for k in range(len(ns)):  # between the k-th and (k+1)-th longest, k+1 are active
+            self.widths[k + 1] += ends[k] - ends[k + 1]
+        return [x_r] * len(ns)
+
+
+def group_widths(order, steps: int, at: Iterable[int] | None, group_size: int
+                 ) -> tuple[Counter, int]:
+    """For a run of the batched engine: {width: group steps at that width}, and the map
+    applications made outside groups (trajectories that run alone, e.g. forward steps)."""
+    dry = _DryRun(steps)
+    for _ in iterates(dry, object(), order, at=at, group_size=group_size):
+        pass
+    return dry.widths, dry.alone
+
+
+def _width_grid(widest: int) -> list[int]:
+    return sorted({1, max(1, widest // 4), max(1, widest // 2), widest})
+
+
+def _evaluation_seconds(run: Prepared, examples: int) -> float:
+    """Seconds of one evaluation of ``examples`` examples: the time per example of one chunk
+    (a capped subset on a CPU, where the time per example does not depend on the chunk)."""
+    evaluator = run.evaluate
+    cap = evaluator.chunk if run.device.type == "cuda" else min(evaluator.chunk,
+                                                                _CPU_EVAL_EXAMPLES)
+    if evaluator.examples > cap:
+        train = max(1, min(len(evaluator.train_rows), cap // 2))
+        evaluator = Evaluator(run.model, run.data, run.config.seed, train,
+                              max(1, min(len(evaluator.test_rows), cap - train)))
+    evaluator(run.state0)  # warm-up
+    per_example = _median_time(lambda k: evaluator(run.state0), run.device) / evaluator.examples
+    return per_example * examples
 
 
 def _shape_key(config: TrajectoryConfig) -> tuple:
-    """Configs with equal keys cost the same per map application."""
+    """Configs with equal keys cost the same per map application and per evaluation."""
     return (config.dataset, config.fake_data, config.model, config.depth, config.width,
             config.optimizer, config.batch_size, config.eval_train_size, config.eval_test_size,
             config.update, config.micro_batches)
 
 
-def estimate_costs(configs: Iterable[TrajectoryConfig], runtime: Runtime = Runtime()
-                   ) -> list[CostEstimate]:
-    """Exact application counts and warm-up-timed seconds for each config, in order."""
-    timings: dict[tuple, tuple[str, float, float]] = {}
+def _evaluated_examples(config: TrajectoryConfig, run: Prepared, stand_in: bool) -> int:
+    """Examples per evaluation in the real run (the official set sizes for stand-in data)."""
+    if not stand_in:
+        return run.evaluate.examples
+    train, test = TORCHVISION[config.dataset][1]
+    return ((min(config.eval_train_size, train) or train)
+            + (min(config.eval_test_size, test) or test))
+
+
+def _prepare(config: TrajectoryConfig, runtime: Runtime, stand_in: bool) -> tuple[Prepared, bool]:
+    try:
+        return prepare(config, runtime), False
+    except DataNotFoundError:
+        if not (stand_in and config.dataset in TORCHVISION):
+            raise
+        return prepare(config.replace(fake_data=True), runtime), True
+
+
+def estimate_costs(configs: Iterable[TrajectoryConfig], runtime: Runtime = Runtime(),
+                   stand_in: bool = False, evaluations: bool = True) -> list[CostEstimate]:
+    """Exact counts and warm-up-timed seconds for each config, in order, on the engine and
+    group width each run will use. ``stand_in``: time a missing torchvision data set on fake data
+    of its shapes (see the module docstring) instead of raising `DataNotFoundError`.
+    ``evaluations=False`` prices the map applications only (``seconds_per_evaluation`` = 0), for
+    callers that time training alone (the benchmark)."""
+    prepared: dict[tuple, tuple[Prepared, bool]] = {}
+    timings: dict[tuple, float] = {}
     estimates = []
     for config in configs:
-        # the engine, hence the time per application, differs between forward and the others
-        key = (*_shape_key(config), as_order(config.order) == Forward())
-        if key not in timings:
-            run = prepare(config, runtime)
-            timings[key] = (run.engine, *_warm_up(run))
-        engine, per_app, per_eval = timings[key]
+        key = _shape_key(config)
+        if key not in prepared:
+            prepared[key] = _prepare(config, runtime, stand_in)
+        run, fake = prepared[key]
+        engine, group_size = choose_engine(runtime, run.device, config, run.maps, run.model)
         steps = recorded_steps(config)
-        estimates.append(CostEstimate(config, planned_applications(config.order, config.steps,
-                                                                   steps),
-                                      len(steps) + 1, per_app, per_eval, engine))
+        applications = planned_applications(config.order, config.steps, steps)
+
+        def timed(what, measure):
+            if (key, what) not in timings:
+                timings[(key, what)] = measure()
+            return timings[(key, what)]
+
+        sequential = lambda: timed("sequential", lambda: _sequential_seconds(run))  # noqa: E731
+        if engine == "sequential" or as_order(config.order) == Forward():
+            map_seconds = applications * sequential()
+        else:
+            widths, alone = group_widths(config.order, config.steps, steps, group_size)
+            map_seconds = alone * sequential() if alone else 0.0
+            if widths:
+                grid = _width_grid(max(widths))
+                prices = [timed(("group", w), lambda w=w: _group_step_seconds(run, w))
+                          for w in grid]
+                map_seconds += sum(count * float(np.interp(w, grid, prices))
+                                   for w, count in widths.items())
+        per_evaluation = timed("evaluation", lambda: _evaluation_seconds(
+            run, _evaluated_examples(config, run, fake))) if evaluations else 0.0
+        estimates.append(CostEstimate(config, applications, len(steps) + 1, map_seconds,
+                                      per_evaluation, engine, group_size, fake))
     return estimates
 
 

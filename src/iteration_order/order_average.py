@@ -11,7 +11,11 @@ H_i = ∇²L_{B_i} and V_i = −g_i, so that V_i′V_j = H_i g_j:
   weight λ.
 
 Every update is one pure map per schedule row, so the order engine, the cache, the cost estimate
-and `run_many` serve them as they serve SGD, and the maps compose in any order.
+and `run_many` serve them as they serve SGD, and the maps compose in any order. Each also has the
+batched engine's grouped path (`maps`), on SGD's stacked state: ``small`` takes its c micro-batch
+steps as c group steps; ``average`` runs the same recursion over stacked trajectories (one
+vmapped small step per branch); ``regularised`` is the same update written with torch.func
+(grad of a function of the micro-batch grads), vmapped over trajectories.
 
 The correction never forms a Hessian. Since Σ_{i≠j} ⟨g_i, g_j⟩ = ‖Σ_i g_i‖² − Σ_i ‖g_i‖²,
 
@@ -45,7 +49,7 @@ from functools import cached_property
 
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, grad, vmap
 
 from .families import MapFamily, register_update
 from .maps import SGDMaps, State, _TrainingMaps, initial_state, sgd_maps
@@ -130,6 +134,19 @@ class _MicroBatchMaps(_TrainingMaps):
     def micro_rows(self, rows: torch.Tensor) -> torch.Tensor:
         return micro_batch_rows(rows, self.micro_batches)
 
+    # -- the grouped path (batched engine): the state is SGD's, so SGD's stacking serves ------
+    def grouping_problem(self) -> str | None:
+        return self.inner.grouping_problem()
+
+    def examples_per_step(self) -> int:
+        return self.rows.shape[1] // self.micro_batches
+
+    def stack(self, state: State, width: int) -> dict:
+        return self.inner.stack(state, width)
+
+    def unstack(self, stacked: dict, j: int, applied: int) -> State:
+        return self.inner.unstack(stacked, j, applied)
+
 
 class SmallBatchMaps(_MicroBatchMaps):
     """T_small: SGD steps of lr h′ on B_1, then B_2, …, then B_c — ordinary small-batch SGD,
@@ -152,6 +169,11 @@ class SmallBatchMaps(_MicroBatchMaps):
     def export(self, workspace) -> State:
         return self.inner.export(workspace)
 
+    def group_step(self, m: int, stacked: dict, active: int) -> None:
+        # the c micro-batch steps of T_m, B_1 first, for every active trajectory
+        for micro in self.micro_rows(self.rows[m - 1]):
+            self.inner.step_rows(micro, stacked, active)
+
 
 class OrderAverageMaps(_MicroBatchMaps):
     """T_perm (Eq. 9): the mean over all c! orders of the c small steps, computed exactly.
@@ -168,15 +190,27 @@ class OrderAverageMaps(_MicroBatchMaps):
         super().__init__(model, loss_fn, inputs, targets, schedule, lr, micro_batches)
 
     def pure_step(self, rows: torch.Tensor, state: State) -> State:
-        return self._average(state, list(self.micro_rows(rows)))
+        return self._average(state, list(self.micro_rows(rows)), self.inner.pure_step)
 
-    def _average(self, state: State, remaining: list[torch.Tensor]) -> State:
+    def _average(self, state: State, remaining: list[torch.Tensor], step) -> State:
+        """The mean over orders of ``remaining``; ``step(rows, state)`` is one small step (of one
+        state, or of stacked trajectories: the recursion is the same)."""
         if not remaining:
             return state
-        branches = [self._average(self.inner.pure_step(first, state),
-                                  remaining[:j] + remaining[j + 1:])
+        branches = [self._average(step(first, state), remaining[:j] + remaining[j + 1:], step)
                     for j, first in enumerate(remaining)]
         return {k: sum(b[k] for b in branches) / len(branches) for k in state}
+
+    def trajectory_copies(self) -> int:
+        # the recursion holds up to c + (c-1) + ... + 1 branch states at once
+        return 3 + self.micro_batches * (self.micro_batches + 1) // 2
+
+    def group_step(self, m: int, stacked: dict, active: int) -> None:
+        live = {k: v[:active] for k, v in stacked["params"].items()}
+        averaged = self._average(live, list(self.micro_rows(self.rows[m - 1])),
+                                 self.inner.stepped)
+        with torch.no_grad():
+            torch._foreach_copy_(list(live.values()), [averaged[k] for k in live])
 
 
 class RegularisedMaps(_MicroBatchMaps):
@@ -201,6 +235,43 @@ class RegularisedMaps(_MicroBatchMaps):
         with torch.no_grad():
             return {k: p.detach() - self.lr * sum(g[k] for g in grads) / c
                     + self.reg_lambda * correction[k] for k, p in params.items()}
+
+    # -- the grouped path: the same update with torch.func, vmapped over trajectories ---------
+    def trajectory_copies(self) -> int:
+        return 5 + self.micro_batches  # the c micro-batch gradients, their sum, the correction
+
+    def examples_per_step(self) -> int:
+        return 2 * self.rows.shape[1]  # every micro-batch's graph is kept for the double backward
+
+    @cached_property
+    def _batched_update(self):
+        """θ ↦ θ − h·mean_i g_i + λ·∇Σ_{i<j}⟨g_i, g_j⟩ for stacked θ: `gradients_and_correction`
+        written with torch.func (grad of a function of grads), so vmap can batch it."""
+        c = self.micro_batches
+
+        def micro_loss(params, x, y):
+            return self.loss_fn(functional_call(self.model, params, (x,)), y)
+
+        def alignment(params, xs, ys):
+            grads = [grad(micro_loss)(params, xs[i], ys[i]) for i in range(c)]
+            total = {k: sum(g[k] for g in grads) for k in params}
+            value = 0.5 * (sum((t * t).sum() for t in total.values())
+                           - sum((g[k] * g[k]).sum() for g in grads for k in g))
+            return value, grads
+
+        def update(params, xs, ys):
+            correction, grads = grad(alignment, has_aux=True)(params, xs, ys)
+            return {k: p - self.lr * sum(g[k] for g in grads) / c
+                    + self.reg_lambda * correction[k] for k, p in params.items()}
+
+        return vmap(update, in_dims=(0, None, None))
+
+    def group_step(self, m: int, stacked: dict, active: int) -> None:
+        live = {k: v[:active] for k, v in stacked["params"].items()}
+        micro = self.micro_rows(self.rows[m - 1])
+        new = self._batched_update(live, self.inputs[micro], self.targets[micro])
+        with torch.no_grad():
+            torch._foreach_copy_(list(live.values()), [new[k] for k in live])
 
 
 def update_maps(update: str, model: nn.Module, loss_fn: Callable, inputs: torch.Tensor,

@@ -28,9 +28,10 @@ from .cache import (DEFAULT_RESULTS, InvalidResult, cache_mode, cached, code_fin
 from .data import DATASET_NAMES, SYNTHETIC, Dataset, load_dataset
 from .evaluation import Evaluator, loss_function
 from .families import update_family
-from .maps import SGDMaps, supports_grouping
+from .memory import trajectory_bytes
 from .models import INITS, MODEL_NAMES, build_model
-from .orders import Forward, as_order, iterates, order_for_steps, planned_applications
+from .orders import (Forward, GroupedMaps, as_order, iterates, order_for_steps,
+                     planned_applications)
 from .schedule import batch_schedule
 from .seeding import generator, seed_everything
 from .validation import (check_bool, check_choice, check_int, check_number, check_path,
@@ -46,7 +47,7 @@ ENGINES = ("auto", "sequential", "batched")
 _RECORD_FORMS = ("'every:K', 'log:M' (M log-spaced steps), 'at:S1,S2,...', 'range:A:B:K' (A, A+K, "
                  "... up to B), or several of these joined by '+'")
 _PROGRESS_DELAY_SECONDS = 3  # the bar appears only once a run has lasted this long
-_GROUP_MEMORY_FRACTION = 0.25  # share of free GPU memory the batched engine's copies may take
+_GROUP_MEMORY_FRACTION = 0.25  # share of free GPU memory a batched group may take
 _MAX_GROUP = 256
 # field -> its default, which must never change
 _ADDED_LATER = {"init": "torch", "update": "sgd", "micro_batches": 1, "reg_lambda": 0.0}
@@ -358,28 +359,36 @@ def choose_engine(runtime: Runtime, device: torch.device, config: TrajectoryConf
                   model) -> tuple[str, int]:
     """Sequential (in-place restarts) or batched (vmap over trajectories), and the group size.
 
-    The batched engine needs plain SGD on a model without buffers (the MLP and VGG-19 here; the
-    ResNets have BatchNorm). ``auto`` takes it on CUDA only: on this project's 2-core CPU, vmap
-    over 100–200 trajectories ran at 0.4–0.6× the sequential loop. The forward order has no
-    restarts to batch, so it always runs sequentially.
+    The batched engine runs every family whose maps have a grouped path and whose model and
+    optimiser it can carry (``maps.grouping_problem()`` is None): plain SGD, momentum and Adam,
+    Appendix D's updates, on the MLP, VGG-19 and the BatchNorm ResNets. ``auto`` takes it on CUDA
+    only: on this project's 2-core CPU the batched engine was slower for every family of the
+    benchmark (batched / sequential 0.49–0.83 for the MLPs with SGD and Adam and for ResNet-18;
+    an earlier session measured 1.1–1.5 on the MLPs; see the README). The forward order has no
+    restarts to batch, so it always runs sequentially. The group width fills a quarter of the
+    free GPU memory with trajectories as `memory.trajectory_bytes` counts them, at most 256.
     """
     if as_order(config.order) == Forward():
         return "sequential", 0
-    eligible = isinstance(maps, SGDMaps) and supports_grouping(model)
+    problem = (maps.grouping_problem() if isinstance(maps, GroupedMaps)
+               and hasattr(maps, "grouping_problem") else "these maps have no batched path")
     wanted = runtime.engine == "batched" or (runtime.engine == "auto" and device.type == "cuda")
-    if runtime.engine == "batched" and not eligible:
-        raise ValueError(
-            f"engine='batched' needs optimizer='sgd' (got {config.optimizer!r}) and a model "
-            f"without BatchNorm buffers (got {config.model!r}); use engine='sequential' or 'auto'")
-    if not (wanted and eligible):
+    if runtime.engine == "batched" and problem is not None:
+        raise ValueError(f"engine='batched' cannot run model={config.model!r}, "
+                         f"optimizer={config.optimizer!r}, update={config.update!r}: {problem}; "
+                         f"use engine='sequential' or 'auto'")
+    if not wanted or problem is not None:
         return "sequential", 0
     if runtime.group_size:
         return "batched", runtime.group_size
-    bytes_per_copy = sum(p.numel() * p.element_size() for p in model.parameters())
-    free = (torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 2 ** 30)
-    # parameters, gradients and the update's temporaries: about three copies per trajectory
-    fits = int(_GROUP_MEMORY_FRACTION * free // (3 * bytes_per_copy))
+    per_trajectory = trajectory_bytes(model, maps, maps.inputs[:1])
+    fits = int(_GROUP_MEMORY_FRACTION * _free_bytes(device) // per_trajectory)
     return "batched", max(2, min(_MAX_GROUP, fits))
+
+
+def _free_bytes(device: torch.device) -> int:
+    """Free memory the batched engine sizes its groups from (1 GiB assumed on a CPU)."""
+    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 2 ** 30
 
 
 def prepare(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> Prepared:

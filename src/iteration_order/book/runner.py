@@ -370,6 +370,13 @@ def main(argv: list[str] | None = None) -> None:
     template = sub.add_parser("template", help="re-execute templates at their smoke defaults and "
                               "store the outputs nbval compares")
     template.add_argument("names", nargs="+", metavar="TEMPLATE")
+    cost = sub.add_parser("cost", help="estimate the time of the figure pages before running "
+                          "anything (pages of the orders template)")
+    cost.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILES)} "
+                      "(default: cpu without CUDA, paper with CUDA)")
+    cost.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
+    cost.add_argument("--only", nargs="+", metavar="PAGE", help="only these pages")
+    cost.add_argument("--jobs", type=int, default=1, help="parallel runs to divide the total by")
     args = parser.parse_args(argv)
     try:
         _command(parser, args)
@@ -410,6 +417,22 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         problems = check_registry()
         print("\n".join(problems) or "experiments.yml is consistent with the templates")
         raise SystemExit(1 if problems else 0)
+    elif args.command == "cost":
+        from .costs import page_costs, render_costs
+        if args.jobs < 1:
+            parser.error(f"--jobs must be >= 1; got {args.jobs}")
+        profile = args.profile or default_profile()
+        os.environ.setdefault("DATA_ROOT", str((ROOT.parent / "shared" / "data").resolve()))
+        try:
+            if profile not in PROFILES:
+                raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+            import torch
+            device = args.device if args.device != "auto" else (
+                "cuda" if torch.cuda.is_available() else "cpu")
+            costs, not_covered = page_costs(profile, device, args.only)
+        except ValueError as err:
+            parser.error(str(err))
+        print(render_costs(costs, not_covered, profile, device, args.jobs))
     else:
         if args.jobs < 1:
             parser.error(f"--jobs must be >= 1; got {args.jobs}")
