@@ -40,7 +40,8 @@ from .validation import (check_bool, check_choice, check_int, check_number, chec
 __all__ = ["TrajectoryConfig", "Runtime", "run_trajectory", "recorded_steps", "resolve_device",
            "OPTIMIZERS", "ENGINES", "result_path", "parse_record", "prepare", "Prepared",
            "choose_engine", "TRAJECTORY_MODULES", "trajectory_fingerprint", "stored_trajectory",
-           "describe_config", "CURVES", "MLP_FIELDS"]
+           "describe_config", "CURVES", "MLP_FIELDS", "Shard", "shard_plan", "run_shard",
+           "merge_shards", "shard_path"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 ENGINES = ("auto", "sequential", "batched")
@@ -70,6 +71,8 @@ TRAJECTORY_MODULES = (
     "evaluation",     # the recorded losses and accuracies
     "trajectory",     # this runner: what is recorded, divergence, engine choice
     "order_average",  # registers Appendix D's updates, whose maps it builds
+    "functional_optim",  # momentum and Adam as the batched engine applies them
+    "memory",         # the batched engine's group width, which decides how steps are grouped
 )
 # The curves of a result, one entry per recorded step (step 0 first).
 CURVES = ("train_loss", "test_loss", "train_acc", "test_acc", "displacement")
@@ -284,13 +287,16 @@ def describe_config(config: TrajectoryConfig) -> str:
     return f"TrajectoryConfig({', '.join(changed)})"
 
 
-def _check_curves(config: TrajectoryConfig, result: dict) -> None:
-    """A stored trajectory has the steps its config plans (up to ``diverged_at`` for a diverged
-    run) and one entry per recorded step in every curve; raises `InvalidResult` otherwise."""
+def _check_curves(config: TrajectoryConfig, result: dict, shard: Shard | None = None) -> None:
+    """A stored trajectory (or shard of one) has the steps its config plans (up to
+    ``diverged_at`` for a diverged run) and one entry per recorded step in every curve; raises
+    `InvalidResult` otherwise."""
     missing = [k for k in ("recorded_steps", "diverged_at", "engine", *CURVES) if k not in result]
     if missing:
         raise InvalidResult(f"lacks {', '.join(missing)}")
     plan, steps = [0] + recorded_steps(config), result["recorded_steps"]
+    if shard is not None:
+        plan = plan[shard.first:shard.stop]
     diverged = result["diverged_at"]
     if diverged is not None and diverged not in plan:
         raise InvalidResult(f"diverged_at={diverged!r} is not a step the config records")
@@ -428,22 +434,135 @@ def run_trajectory(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> di
                            describe_config(config)))
 
 
-def _train(config: TrajectoryConfig, runtime: Runtime, key: str) -> dict:
-    """The recorded curves of one run, computed (the cache adds config and fingerprint)."""
+# ------------------------------------------------------------------------------------------------
+# Shards: a backward-type run cut into independent pieces of its recorded steps
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shard:
+    """Recorded steps ``plan[first:stop]`` of a run, where ``plan = [0] + recorded_steps(config)``.
+
+    Every backward iterate depends only on θ_0 and its own batches, so the shards of a run share
+    nothing and can run anywhere. A shard that does not start at step 0 also computes the iterate
+    of the recorded step before it (not evaluated), so that its first ``displacement`` is the one
+    the whole run records: merged in order, the shards are the unsharded result.
+    """
+    first: int
+    stop: int
+
+    def __post_init__(self):
+        check_int("first", self.first, 0)
+        check_int("stop", self.stop, self.first + 1)
+
+
+def shard_plan(config: TrajectoryConfig, shards: int) -> list[Shard]:
+    """Cut a run's recorded steps into at most ``shards`` contiguous shards of about equal cost.
+
+    Producing step n costs its map applications (n − base(n), plus those of bases it needs; n for
+    backward), so the cost of a backward run grows like n²: equal ranges of steps would leave the
+    last shard with most of the work. Forward runs are cheap and sequential: one shard."""
+    check_int("shards", shards, 1)
+    plan = [0] + recorded_steps(config)
+    order = as_order(config.order)
+    if shards == 1 or order == Forward() or len(plan) < 2:
+        return [Shard(0, len(plan))]
+    # a step's applications plus one evaluation (counted as one application)
+    cumulative = np.cumsum([1] + [planned_applications(order, config.steps, [n]) + 1
+                                  for n in plan[1:]])
+    # cut where the cumulative cost is nearest to each k/shards of the total
+    cuts = {int(np.abs(cumulative - cumulative[-1] * k / shards).argmin()) + 1
+            for k in range(1, shards)}
+    bounds = [0] + sorted(c for c in cuts if 0 < c < len(plan))
+    return [Shard(a, b) for a, b in zip(bounds, bounds[1:] + [len(plan)])]
+
+
+def shard_path(config: TrajectoryConfig, runtime: Runtime, shard: Shard) -> Path:
+    whole = result_path(config, runtime)
+    return whole.with_name(f"{whole.stem}.shard-{shard.first}-{shard.stop}.json")
+
+
+def run_shard(config: TrajectoryConfig, runtime: Runtime, shard: Shard) -> dict:
+    """One shard of a run, cached on its own (see `Shard`); `merge_shards` joins them."""
+    identity = {**jsonable(config), "shard": [shard.first, shard.stop]}
+    return _decoded(cached(shard_path(config, runtime, shard), identity, trajectory_fingerprint(),
+                           lambda: _train(config, runtime, result_path(config, runtime).stem,
+                                          shard),
+                           lambda r: _check_curves(config, r, shard), runtime.cache,
+                           f"{describe_config(config)}, shard {shard.first}:{shard.stop}"))
+
+
+def merge_shards(config: TrajectoryConfig, runtime: Runtime, parts: list[dict]) -> dict:
+    """The whole run from its shards (in order), stored as `run_trajectory` stores it and equal to
+    the unsharded result: curves concatenated up to the first divergence, which ends the run as
+    it ends an unsharded one; applications and wall time summed over the shards."""
+    def merged() -> dict:
+        ordered = sorted(parts, key=lambda r: r["shard"][0])
+        covered = [r["shard"] for r in ordered]
+        expected = [[a.first, a.stop] for a in
+                    _contiguous(covered, len([0] + recorded_steps(config)))]
+        if covered != expected:
+            raise ValueError(f"shards {covered} do not cover the run's recorded steps in order")
+        out = {k: v for k, v in ordered[0].items()
+               if k not in ("format", "config", "code_fingerprint", "from_cache", "shard")}
+        for key in ("recorded_steps", *CURVES):
+            out[key] = []
+        out["applications"] = out["planned_applications"] = 0
+        out["runtime"] = {**out["runtime"], "wall_seconds": 0.0, "shards": len(ordered)}
+        for part in ordered:
+            for key in ("recorded_steps", *CURVES):
+                out[key] += [None if isinstance(v, float) and not math.isfinite(v) else v
+                             for v in part[key]]
+            out["applications"] += part["applications"]
+            out["planned_applications"] += part["planned_applications"]
+            out["runtime"]["wall_seconds"] += part["runtime"]["wall_seconds"]
+            out["diverged_at"] = part["diverged_at"]
+            if part["diverged_at"] is not None:
+                break
+        return out
+
+    path = result_path(config, runtime)
+    return _decoded(cached(path, jsonable(config), trajectory_fingerprint(), merged,
+                           lambda r: _check_curves(config, r), runtime.cache,
+                           describe_config(config)))
+
+
+def _contiguous(covered: list, total: int) -> list[Shard]:
+    """The shards ``covered`` would be if they tiled 0..total in order (for the merge's check)."""
+    starts = [c[0] for c in covered]
+    return [Shard(a, b) for a, b in zip(starts, starts[1:] + [total])] if starts else []
+
+
+def _train(config: TrajectoryConfig, runtime: Runtime, key: str,
+           shard: Shard | None = None) -> dict:
+    """The recorded curves of one run (or of one shard of it), computed (the cache adds config
+    and fingerprint)."""
     run = prepare(config, runtime)
+    plan = [0] + run.steps
+    shard = shard or Shard(0, len(plan))
+    if shard.stop > len(plan):
+        raise ValueError(f"shard {shard.first}:{shard.stop} lies beyond the run's {len(plan)} "
+                         f"recorded steps (step 0 included)")
+    wanted = [n for n in plan[shard.first:shard.stop] if n > 0]
+    before = plan[shard.first - 1] if shard.first > 0 else None  # its iterate: displacement
+    at = ([before] if before else []) + wanted
     # The bar counts map applications, so its ETA is the cost model's, not a per-step guess.
-    bar = tqdm(total=run.planned, disable=not runtime.progress, unit="map", leave=False,
+    bar = tqdm(total=planned_applications(config.order, len(run.maps), at) if at else 0,
+               disable=not runtime.progress, unit="map", leave=False,
                delay=_PROGRESS_DELAY_SECONDS, desc=f"{config.order} seed {config.seed}")
-    iteration = iterates(run.maps, run.state0, config.order, at=run.steps,
+    iteration = iterates(run.maps, run.state0, config.order, at=at,
                          on_application=bar.update if runtime.progress else None,
-                         group_size=run.group_size)
+                         group_size=run.group_size) if at else None
     curves = {k: [] for k in ("step", "train_loss", "test_loss", "train_acc", "test_acc",
                               "displacement")}
     start = time.perf_counter()
     previous = run.evaluate.params_vector(run.state0)
     diverged_at = None
-    for n, state in _with_initial(run.state0, iteration):
+    states = _with_initial(run.state0, iteration or ()) if shard.first == 0 else iteration
+    for n, state in states:
         vector = run.evaluate.params_vector(state)
+        if n == before and before not in wanted:
+            previous = vector  # the step before the shard: only its parameters are needed
+            continue
         metrics = run.evaluate(state)
         curves["step"].append(n)
         curves["displacement"].append(float((vector - previous).norm()))
@@ -455,7 +574,7 @@ def _train(config: TrajectoryConfig, runtime: Runtime, key: str) -> dict:
             break
     bar.close()
 
-    return {
+    result = {
         "key": key,
         "engine": run.engine,
         "data": run.data.note,
@@ -465,11 +584,14 @@ def _train(config: TrajectoryConfig, runtime: Runtime, key: str) -> dict:
                     "wall_seconds": time.perf_counter() - start},
         "recorded_steps": curves.pop("step"),
         **curves,
-        "applications": iteration.applications,
-        "planned_applications": iteration.planned,
+        "applications": iteration.applications if iteration else 0,
+        "planned_applications": iteration.planned if iteration else 0,
         "diverged_at": diverged_at,
         **_stored_schedule(run.schedule),
     }
+    if shard != Shard(0, len(plan)):
+        result["shard"] = [shard.first, shard.stop]
+    return result
 
 
 def _stored_schedule(schedule: torch.Tensor) -> dict:
