@@ -169,3 +169,98 @@ def test_a_result_stored_under_another_devices_name_is_refused(tmp_path, monkeyp
     with pytest.raises(DeviceMismatchError, match=f"{name} is named as a cuda result but holds a "
                                                   f"run computed on 'cpu'"):
         run_many(CONFIGS[:2], auto, announce=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# What the Ray executor asks of a cluster (a stand-in for Ray: no GPU is needed to check it)
+# ------------------------------------------------------------------------------------------------
+
+class _FakeRay:
+    """Records what run_many asks of Ray; every task fails as a task on a GPU-less node would."""
+
+    class exceptions:
+        class RayError(Exception):
+            pass
+
+        class RayTaskError(RayError):
+            def __init__(self, cause):
+                super().__init__(str(cause))
+                self.cause = cause
+
+    def __init__(self):
+        self.calls, self.options, self.runtimes, self.up = [], None, [], False
+
+    def is_initialized(self):
+        return self.up
+
+    def init(self, **kwargs):
+        self.calls.append(("init", kwargs))
+        self.up = True
+
+    def shutdown(self):
+        self.calls.append(("shutdown", {}))
+        self.up = False
+
+    def cluster_resources(self):
+        return {"CPU": 32.0, "GPU": 8.0}
+
+    def remote(self, fn):
+        fake = self
+
+        class Task:
+            def options(self, **kwargs):
+                fake.options = kwargs
+                return self
+
+            def remote(self, config, shard, runtime):
+                fake.runtimes.append(runtime)
+                return len(fake.runtimes)
+
+        return Task()
+
+    def wait(self, refs, num_returns=1):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        raise self.exceptions.RayTaskError(ValueError(f"task {ref}: no GPU on this node"))
+
+    def cancel(self, ref):
+        self.calls.append(("cancel", {"ref": ref}))
+
+
+def test_ray_tasks_ask_for_a_gpu_share_on_cuda_and_connect_to_ray_address(tmp_path, monkeypatch):
+    import sys
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    monkeypatch.setenv(RAY_GPUS_ENV, "0.5")
+    auto = Runtime(threads=1, results_dir=tmp_path, progress=False)
+    with pytest.raises(RunsFailed) as failed:
+        run_many(CONFIGS[:2], auto, jobs=3, shards=2, executor="ray", announce=False)
+    # connected to the cluster (no local instance, so no CPU count), and disconnected at the end
+    assert fake.calls[0] == ("init", {"address": "ray://head:10001", "logging_level": "warning"})
+    assert fake.calls[-1][0] == "shutdown"
+    assert fake.options == {"max_retries": 1, "retry_exceptions": False, "num_gpus": 0.5,
+                            "num_cpus": 1}
+    # backward in two shards, forward whole; each on the GPU Ray gives the task
+    assert [r.device for r in fake.runtimes] == ["cuda"] * 3
+    # a shard may be stored from an interrupted run (loaded); a pending whole run is recomputed
+    assert [r.cache for r in fake.runtimes] == ["use", "use", "refresh"]
+    assert [type(e) for _, e in failed.value.failures] == [ShardsFailed, ValueError]
+    assert "no GPU on this node" in str(failed.value)
+
+
+def test_ray_on_the_cpu_asks_for_one_cpu_per_task_and_starts_its_own_instance(tmp_path,
+                                                                             monkeypatch):
+    import sys
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(RunsFailed):
+        run_many(CONFIGS[:1], runtime(tmp_path), jobs=3, executor="ray", announce=False)
+    assert fake.calls[0] == ("init", {"address": "local", "num_cpus": 3,
+                                      "include_dashboard": False, "logging_level": "warning"})
+    assert fake.calls[-1][0] == "shutdown"
+    assert fake.options == {"max_retries": 1, "retry_exceptions": False, "num_cpus": 1}
+    assert [r.device for r in fake.runtimes] == ["cpu"]

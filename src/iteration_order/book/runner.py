@@ -116,8 +116,9 @@ def _versions(name: str, profile: str) -> str:
         return (f"**At the `{executed}` profile:** [this page as a 2-core CPU runs it]"
                 f"(../{name}.ipynb); rerun it with `make reproduce PROFILE={executed} "
                 f"PAGES={name}`.\n\n")
-    return (f"**At the paper's scale:** [this page at the `paper` profile]({PAPER_DIR}/{name}.ipynb)"
-            f", with the paper's settings; this one is the `{profile}` profile's.\n\n")
+    return (f"**At the paper's scale:** [this page at the `paper` profile]"
+            f"({PAPER_DIR}/{name}.ipynb), with the paper's settings; this one is the `{profile}` "
+            f"profile's.\n\n")
 
 
 def _where(profile: str, wall: float, day: str, rendered_from: str | None) -> str:
