@@ -6,6 +6,10 @@
 #   make bench  - install (once), run the backward-SGD benchmark (results/bench-<device>.*)
 # and, when needed:
 #   make reproduce PROFILE=cpu [PAGES="fig04-x2 fig05-cos10"] [JOBS=2] - (re-)execute pages
+#                 [EXECUTOR=ray] [SHARDS=K] - runs as Ray tasks ($RAY_ADDRESS, else a local Ray),
+#                 backward runs cut into K shards; [DEVICE=cpu|cuda|auto] - the runs' device
+#                 (default: cuda at the paper profile, rendered from results/*-cuda.json without
+#                 CUDA; auto otherwise)
 #   make lock   - re-resolve the whole stack from pyproject.toml into requirements/constraints.txt
 PYTHON ?= python3
 VENV   := .venv
@@ -16,9 +20,13 @@ CONSTRAINTS := requirements/constraints.txt
 STAMP  := $(VENV)/.installed
 export DATA_ROOT ?= $(abspath ../shared/data)
 
-PROFILE ?= cpu
-JOBS    ?= 2
-PAGES   ?=
+PROFILE  ?= cpu
+JOBS     ?= 2
+PAGES    ?=
+# where the runs execute (empty: the runner's defaults, or $ITERATION_ORDER_EXECUTOR/_SHARDS)
+EXECUTOR ?=
+SHARDS   ?=
+DEVICE   ?=
 
 .PHONY: setup test pytest nbval book build-book check-html reproduce bench lock clean
 
@@ -55,7 +63,9 @@ book: $(STAMP)
 	$(MAKE) build-book
 
 reproduce: $(STAMP)
-	$(PY) -m iteration_order.book run --profile $(PROFILE) --jobs $(JOBS) $(if $(PAGES),--only $(PAGES))
+	$(PY) -m iteration_order.book run --profile $(PROFILE) --jobs $(JOBS) \
+	  $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(SHARDS),--shards $(SHARDS)) \
+	  $(if $(DEVICE),--device $(DEVICE)) $(if $(PAGES),--only $(PAGES))
 
 # Backward-SGD speed ratios (hand loop, sequential and batched engines, processes); < 5 min here.
 bench: $(STAMP)

@@ -55,7 +55,7 @@ def provenance(results: Iterable[dict] | None = None, allow_mixed: bool = False)
     here, and per device/engine/torch version the number of runs loaded (``results``: the run
     dicts the page shows; None for a page with no cached runs, computed in the notebook)."""
     parts = [f"package iteration-order {__version__} at commit `{git_commit()}`",
-             f"Python {platform.python_version()}, torch {torch.__version__} "
+             f"rendered with Python {platform.python_version()}, torch {torch.__version__} "
              f"({platform.machine()})"]
     if results is not None:
         seen = run_devices(results)

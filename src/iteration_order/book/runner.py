@@ -1,7 +1,8 @@
 """Execute the book's pages: ``python -m iteration_order.book run --profile cpu [--only PAGE]``.
 
 Each page of ``experiments.yml`` is executed by papermill from its template in ``notebooks/``
-into ``book/<page>.ipynb`` with the profile's parameters, then decorated for the book: a header
+into ``book/<page>.ipynb`` (``book/paper/<page>.ipynb`` at the paper profile, so that a page can be
+in the book at both scales) with the profile's parameters, then decorated for the book: a header
 (the paper's claim, the profile, every parameter, every departure from the paper, the wall time)
 and the page's written conclusion for that profile. A page whose executed notebook was made from
 the same template and parameters is skipped; trajectories are cached in ``results/``, so an
@@ -10,10 +11,18 @@ interrupted run resumes. Progress goes to stdout and to ``results/logs/book-<pro
 Nothing runs while ``check`` reports a problem of the registry, and a page's parameter names and
 types are checked against its template before papermill writes them into the notebook as code. A
 page executed at one profile is replaced by a run at another only with ``--force``.
+
+Where the runs execute is the runner's choice, passed to the page kernels as environment variables
+that `parallel.run_many` reads (never part of a cache key): ``--executor local|ray``
+(``$ITERATION_ORDER_EXECUTOR``), ``--shards K`` (``$ITERATION_ORDER_SHARDS``) and ``--device``
+(``$ITERATION_ORDER_DEVICE``). The paper profile's runs are on CUDA: on a machine without it, a
+paper page renders from the ``results/*-cuda.json`` computed on a GPU elsewhere (cache mode
+``only``: nothing is recomputed, a missing result fails the page), and its header says so.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,18 +34,39 @@ from pathlib import Path
 
 import nbformat
 
+from ..cache import CACHE_ENV
+from ..parallel import (DEVICE_ENV, EXECUTOR_ENV, EXECUTORS, SHARDS_ENV, executor_choice,
+                        shard_count)
 from ..trajectory import MLP_FIELDS
 from .registry import (PARTS, PROFILES, ROOT, RUNTIME_PARAMETERS, RegistryError, check_registry,
                        checked_parameters, default_profile, departures, load_pages, page,
                        parameters, template_defaults, template_path)
 
-__all__ = ["main", "run_pages", "fingerprint", "BOOK"]
+__all__ = ["main", "run_pages", "fingerprint", "BOOK", "page_path", "PAPER_DIR"]
 
 BOOK = ROOT / "book"
 LOGS = ROOT / "results" / "logs"
 HIDE = "remove-cell"  # jupyter-book drops such cells from the page
 HIDE_INPUT = "hide-input"  # ... and shows these collapsed, their outputs open
 NBVAL_MARKER = "# NBVAL_CHECK_OUTPUT"
+# The paper profile's pages live in their own folder, next to the cpu (or smoke) page of the same
+# name: the book shows the paper-scale page first and the cpu one nested under it (`write_toc`).
+PAPER_DIR = "paper"
+# The device each profile's runs are on unless --device says otherwise (None: auto, CUDA when
+# present): the paper profile is for a GPU, and renders elsewhere from the GPU's results.
+PROFILE_DEVICE = {"paper": "cuda"}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def page_path(name: str, profile: str) -> Path:
+    """Where a page executed at ``profile`` is stored: ``book/paper/<page>.ipynb`` at the paper
+    profile, ``book/<page>.ipynb`` at the others (cpu, or a smoke run)."""
+    return BOOK / PAPER_DIR / f"{name}.ipynb" if profile == "paper" else BOOK / f"{name}.ipynb"
+
+
+def _sibling(name: str, profile: str) -> Path:
+    """The same page at the other scale: the cpu (or smoke) page of a paper page, and back."""
+    return page_path(name, "cpu" if profile == "paper" else "paper")
 
 
 def _package_source() -> bytes:
@@ -76,8 +106,36 @@ def _has_figure(nb) -> bool:
                for output in cell.get("outputs", []) for key in output.get("data", {}))
 
 
+def _versions(name: str, profile: str) -> str:
+    """A line linking the page at the other scale, when it exists (relative to this page)."""
+    other = _sibling(name, profile)
+    executed = _executed_profile(other)
+    if not executed:
+        return ""
+    if profile == "paper":
+        return (f"**At the `{executed}` profile:** [this page as a 2-core CPU runs it]"
+                f"(../{name}.ipynb); rerun it with `make reproduce PROFILE={executed} "
+                f"PAGES={name}`.\n\n")
+    return (f"**At the paper's scale:** [this page at the `paper` profile]"
+            f"({PAPER_DIR}/{name}.ipynb), with the paper's settings; this one is the `{profile}` "
+            f"profile's.\n\n")
+
+
+def _where(profile: str, wall: float, day: str, rendered_from: str | None) -> str:
+    """How the page was executed: here, or here from runs computed on another device."""
+    machine = f"{platform.machine()} ({os.cpu_count()} cores)"
+    if rendered_from:
+        return (f"This page was rendered in {wall / 60:.1f} min of wall time on {machine} on {day}"
+                f" from stored trajectories that were computed on `{rendered_from}` elsewhere "
+                f"(nothing was recomputed here; the device, engine and torch version of the runs "
+                f"are listed under *Produced by*).")
+    return (f"This page was executed in {wall / 60:.1f} min of wall time "
+            f"(trajectories already in the `results/` cache are loaded, not recomputed) on "
+            f"{machine} on {day}.")
+
+
 def _header(name: str, profile: str, params: dict, wall: float, day: str,
-            produced_by: bool = False) -> str:
+            produced_by: bool = False, rendered_from: str | None = None) -> str:
     entry = page(name)
     # the template's defaults also enter the run (and its cache name): show them, marked as such
     all_defaults = template_defaults(template_path(name))
@@ -96,10 +154,8 @@ def _header(name: str, profile: str, params: dict, wall: float, day: str,
     return (f"# {entry['title']}\n\n"
             f"**The paper's claim** {{cite:p}}`dherin2025training`**.** "
             f"{entry['claim'].strip()}\n\n"
-            f"**Profile:** `{profile}`. This page was executed in {wall / 60:.1f} min of wall time "
-            f"(trajectories already in the `results/` cache are loaded, not recomputed) on "
-            f"{platform.machine()} ({os.cpu_count()} cores) on {day}.\n\n"
-            + produced +
+            f"**Profile:** `{profile}`. {_where(profile, wall, day, rendered_from)}\n\n"
+            + produced + _versions(name, profile) +
             f"**Rerun it** at this profile with "
             f"`python -m iteration_order.book run --profile {profile} --only {name}`, or with "
             f"papermill at the paper's settings: `python -m iteration_order.book params {name} "
@@ -131,7 +187,7 @@ def _tagged_markdown(text: str, tag: str):
 
 
 def _decorate(nb, name: str, profile: str, params: dict, wall: float, day: str | None = None,
-              print_: str | None = None):
+              print_: str | None = None, rendered_from: str | None = None):
     """Add (or replace) the page header and conclusion; hide the parameter cells.
 
     ``print_`` is the fingerprint taken *before* execution (the template or the code may change
@@ -157,7 +213,8 @@ def _decorate(nb, name: str, profile: str, params: dict, wall: float, day: str |
                                      if line.strip() != NBVAL_MARKER)
             if not {HIDE, HIDE_INPUT} & set(tags):
                 cell.metadata["tags"] = tags + [HIDE_INPUT]  # code collapsed, output shown
-    header = _header(name, profile, params, wall, day, produced_by=_glues(nb, "provenance"))
+    header = _header(name, profile, params, wall, day, produced_by=_glues(nb, "provenance"),
+                     rendered_from=rendered_from)
     nb.cells.insert(0, _tagged_markdown(header, "page-header"))
     nb.cells.append(_tagged_markdown(_conclusion(name, profile), "page-conclusion"))
     print_ = print_ or nb.metadata.get("iteration_order", {}).get("fingerprint") \
@@ -165,6 +222,8 @@ def _decorate(nb, name: str, profile: str, params: dict, wall: float, day: str |
     nb.metadata["iteration_order"] = {"page": name, "profile": profile, "fingerprint": print_,
                                       "parameters": params, "wall_seconds": round(wall, 1),
                                       "executed_on": day}
+    if rendered_from:
+        nb.metadata["iteration_order"]["rendered_from"] = rendered_from
 
 
 def _refresh_prose(path: Path, name: str, profile: str) -> None:
@@ -173,7 +232,7 @@ def _refresh_prose(path: Path, name: str, profile: str) -> None:
     meta = nb.metadata["iteration_order"]
     before = nbformat.writes(nb)
     _decorate(nb, name, profile, parameters(name, profile), meta["wall_seconds"],
-              meta.get("executed_on"))
+              meta.get("executed_on"), rendered_from=meta.get("rendered_from"))
     if nbformat.writes(nb) != before:
         tmp = path.with_name(f".{path.name}.prose")
         nbformat.write(nb, tmp)
@@ -197,20 +256,24 @@ def _executed_profile(path: Path) -> str | None:
 def check_overwrite(name: str, profile: str, force: bool = False) -> None:
     """Refuse to replace a page executed at another profile (the book's pages are at one profile;
     a smoke run must not silently replace a cpu page) unless ``force``."""
-    executed = _executed_profile(BOOK / f"{name}.ipynb")
+    path = page_path(name, profile)
+    executed = _executed_profile(path)
     if executed and executed != profile and not force:
-        raise ValueError(f"book/{name}.ipynb was executed at profile {executed!r}; running it at "
-                         f"profile {profile!r} would replace it: pass --force (force=True) to "
-                         f"replace it")
+        raise ValueError(f"book/{path.relative_to(BOOK).as_posix()} was executed at profile "
+                         f"{executed!r}; running it at profile {profile!r} would replace it: "
+                         f"pass --force (force=True) to replace it")
 
 
-def execute_page(name: str, profile: str, jobs: int, force: bool = False) -> bool:
-    """Execute one page unless it is up to date; return whether it ran. A page executed at
-    another profile is replaced only with ``force``; the parameters are checked against the
-    template before papermill writes them into the notebook."""
+def execute_page(name: str, profile: str, jobs: int, force: bool = False,
+                 rendered_from: str | None = None) -> bool:
+    """Execute one page (into `page_path`) unless it is up to date; return whether it ran. A page
+    executed at another profile is replaced only with ``force``; the parameters are checked
+    against the template before papermill writes them into the notebook. ``rendered_from``: the
+    device whose stored runs the page renders from, when it is not this machine's (the header
+    says so)."""
     import papermill
 
-    out = BOOK / f"{name}.ipynb"
+    out = page_path(name, profile)
     current = fingerprint(name, profile)
     if not force and _executed_fingerprint(out) == current:
         _refresh_prose(out, name, profile)
@@ -218,8 +281,10 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False) -> boo
         return False
     check_overwrite(name, profile, force)
     params = checked_parameters(name, profile)
-    _log(f"{name}: executing at profile {profile} with {jobs} job(s)", profile)
-    tmp = BOOK / f".{name}.running.ipynb"
+    _log(f"{name}: executing at profile {profile} with {jobs} job(s)"
+         + (f", rendering from stored {rendered_from} results" if rendered_from else ""), profile)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{name}.running.ipynb")
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -232,23 +297,32 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False) -> boo
             raise RuntimeError(f"page {name} produced no figure (is MPLBACKEND forcing a "
                                f"non-inline backend?)")
         nb.metadata.pop("iteration_order", None)
-        _decorate(nb, name, profile, params, wall, print_=current)
+        _decorate(nb, name, profile, params, wall, print_=current, rendered_from=rendered_from)
         nbformat.write(nb, tmp)
         os.replace(tmp, out)  # a page is replaced whole or not at all
     finally:
         tmp.unlink(missing_ok=True)
+    sibling = _sibling(name, profile)
+    if _executed_profile(sibling):  # its header links this page now
+        _refresh_prose(sibling, name, _executed_profile(sibling))
     _log(f"{name}: done in {wall / 60:.1f} min", profile)
     return True
 
 
 def run_pages(profile: str, only: list[str] | None = None, jobs: int = 1, force: bool = False,
-              missing_only: bool = False) -> list[str]:
+              missing_only: bool = False, executor: str | None = None, shards: int | None = None,
+              device: str | None = None) -> list[str]:
     """Execute the named pages (default: all) in registry order; return those that ran.
 
-    Nothing runs while ``check_registry`` reports a problem, or while a chosen page was executed
-    at another profile (unless ``force``): both raise ValueError naming every problem."""
+    ``executor``, ``shards`` and ``device`` say where the pages' runs execute (see the module's
+    docstring); None keeps the environment's setting (``executor``, ``shards``) or the profile's
+    device (CUDA at the paper profile, else auto). Runs on a device this machine lacks are read
+    from ``results/``, never computed. Nothing runs while ``check_registry`` reports a problem,
+    or while a chosen page was executed at another profile (unless ``force``): both raise
+    ValueError naming every problem."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    settings, rendered_from = _run_settings(profile, executor, shards, device)
     names = list(load_pages())
     for name in only or []:
         page(name)  # unknown names fail before anything runs
@@ -258,7 +332,7 @@ def run_pages(profile: str, only: list[str] | None = None, jobs: int = 1, force:
                             "check); nothing was run:\n" + "\n".join(problems))
     chosen = [n for n in names if not only or n in only]
     if missing_only:
-        chosen = [n for n in chosen if not (BOOK / f"{n}.ipynb").is_file()]
+        chosen = [n for n in chosen if not page_path(n, profile).is_file()]
     refused = []
     for name in chosen:
         try:
@@ -270,16 +344,58 @@ def run_pages(profile: str, only: list[str] | None = None, jobs: int = 1, force:
     os.environ.setdefault("ITERATION_ORDER_RESULTS", str(ROOT / "results"))
     os.environ.setdefault("DATA_ROOT", str((ROOT.parent / "shared" / "data").resolve()))
     ran, failed = [], []
-    for name in chosen:  # one failing page does not stop the others
-        try:
-            if execute_page(name, profile, jobs, force):
-                ran.append(name)
-        except Exception as err:  # noqa: BLE001 - reported, then raised below
-            _log(f"{name}: FAILED: {type(err).__name__}: {str(err)[-500:]}", profile)
-            failed.append(name)
+    with _environment(settings):  # the page kernels inherit it
+        for name in chosen:  # one failing page does not stop the others
+            try:
+                if execute_page(name, profile, jobs, force, rendered_from=rendered_from):
+                    ran.append(name)
+            except Exception as err:  # noqa: BLE001 - reported, then raised below
+                _log(f"{name}: FAILED: {type(err).__name__}: {str(err)[-500:]}", profile)
+                failed.append(name)
     if failed:
         raise RuntimeError(f"pages failed: {', '.join(failed)} (see results/logs/book-{profile}.log)")
     return ran
+
+
+def _run_settings(profile: str, executor: str | None, shards: int | None,
+                  device: str | None) -> tuple[dict, str | None]:
+    """The environment the page kernels get (checked here, before anything runs) and the device
+    the pages render from when it is not here (None when they compute where needed)."""
+    import torch
+
+    settings = {EXECUTOR_ENV: executor_choice(executor), SHARDS_ENV: str(shard_count(shards))}
+    device = device or PROFILE_DEVICE.get(profile, "auto")
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    if device == "auto":
+        return settings, None
+    settings[DEVICE_ENV] = device
+    if device == "cpu" or torch.cuda.is_available():
+        return settings, None
+    # no CUDA here: the pages read the GPU's results and compute nothing
+    mode = os.environ.get(CACHE_ENV, "").strip()
+    if mode and mode != "only":
+        raise ValueError(f"${CACHE_ENV}={mode!r}, but the {profile} profile's runs are on cuda, "
+                         f"which this machine lacks: its pages can only be rendered from stored "
+                         f"results (cache mode 'only'); unset ${CACHE_ENV}, or pass --device cpu "
+                         f"to compute them here")
+    settings[CACHE_ENV] = "only"
+    return settings, "cuda"
+
+
+@contextlib.contextmanager
+def _environment(values: dict):
+    """``os.environ`` updated with ``values`` inside the block, restored afterwards."""
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def refresh_template(name: str) -> Path:
@@ -328,7 +444,8 @@ def write_toc(path: Path = ROOT / "_toc.yml") -> list[str]:
     Pages of the registry that have not been executed yet are left out (and listed by
     ``python -m iteration_order.book list``), so the book always builds from what exists.
     """
-    executed = [n for n in load_pages() if (BOOK / f"{n}.ipynb").is_file()]
+    executed = [n for n in load_pages() if (BOOK / f"{n}.ipynb").is_file()
+                or page_path(n, "paper").is_file()]
     lines = ["# Generated by `python -m iteration_order.book toc` from experiments.yml and the",
              "# executed pages in book/: do not edit by hand.", "format: jb-book",
              "root: book/index"]
@@ -339,11 +456,24 @@ def write_toc(path: Path = ROOT / "_toc.yml") -> list[str]:
     for key, names in parts.items():
         if names:
             lines += [f'  - caption: "{PARTS[key]}"', "    chapters:"]
-            lines += [f"      - file: book/{n}" for n in names]
+            lines += [line for n in names for line in _toc_entry(n)]
     if references:
         lines += ['  - caption: "References"', "    chapters:", "      - file: book/references"]
     path.write_text("\n".join(lines) + "\n")
     return executed
+
+
+def _toc_entry(name: str) -> list[str]:
+    """A page's lines in the table of contents: the paper-scale page first when it exists, the
+    cpu (or smoke) page of the same name nested under it, titled by its profile."""
+    paper, other = page_path(name, "paper"), BOOK / f"{name}.ipynb"
+    if not paper.is_file():
+        return [f"      - file: book/{name}"]
+    lines = [f"      - file: book/{PAPER_DIR}/{name}"]
+    if other.is_file():
+        lines += ["        sections:", f"          - file: book/{name}",
+                  f'            title: "At the {_executed_profile(other) or "cpu"} profile"']
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -360,6 +490,16 @@ def main(argv: list[str] | None = None) -> None:
                           "profile")
     run.add_argument("--missing", action="store_true",
                      help="only pages that have no executed notebook in book/ yet")
+    run.add_argument("--executor", choices=EXECUTORS, default=None,
+                     help=f"where a page's runs execute: local processes or Ray tasks (default: "
+                          f"${EXECUTOR_ENV}, else local); Ray connects to $RAY_ADDRESS or starts "
+                          f"a local instance with --jobs CPUs")
+    run.add_argument("--shards", type=int, default=None, metavar="K",
+                     help=f"cut each backward-type run into K shards of about equal cost "
+                          f"(default: ${SHARDS_ENV}, else 1)")
+    run.add_argument("--device", choices=DEVICES, default=None,
+                     help="the device of the pages' runs (default: cuda at the paper profile, "
+                          "else auto); without CUDA, cuda pages render from results/*-cuda.json")
     params = sub.add_parser("params", help="a page's parameters at a profile, as YAML that "
                             "papermill takes with -f")
     params.add_argument("page")
@@ -397,7 +537,9 @@ def page_parameters_yaml(name: str, profile: str) -> str:
 def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.command == "list":
         for name, entry in load_pages().items():
-            state = "executed" if (BOOK / f"{name}.ipynb").is_file() else "not executed"
+            profiles = [p for p in (_executed_profile(BOOK / f"{name}.ipynb"),
+                                    _executed_profile(page_path(name, "paper"))) if p]
+            state = f"executed ({', '.join(profiles)})" if profiles else "not executed"
             print(f"{name:<28} {entry['template']:<16} {state}")
     elif args.command == "params":
         try:
@@ -441,7 +583,7 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         logging.getLogger("traitlets").setLevel(logging.ERROR)
         try:
             run_pages(args.profile or default_profile(), args.only, args.jobs, args.force,
-                      args.missing)
+                      args.missing, args.executor, args.shards, args.device)
         except RegistryError:
             raise
         except ValueError as err:

@@ -36,8 +36,8 @@ from scipy import stats
 
 from .registry import PROFILES, page, resolved_parameters
 from .pages import OrdersExperiment, stability_table
-from ..parallel import run_many
-from ..trajectory import Runtime, stored_trajectory
+from ..parallel import run_many, stored_result
+from ..trajectory import Runtime
 from ..validation import check_bool, check_choice, check_list, check_number, check_str
 
 __all__ = ["CLAIMS", "MIN_INTERVAL_SEEDS", "SummaryConfig", "page_experiment", "claim_ratios",
@@ -95,8 +95,10 @@ def page_experiment(name: str, profile: str, train_missing: bool, runtime: Runti
                     jobs: int = 1) -> tuple[OrdersExperiment, dict]:
     """A figure page's experiment at a profile and its results, loaded from the cache."""
     experiment = OrdersExperiment.from_parameters(resolved_parameters(name, profile))
-    # a stale or unreadable file counts as missing: it is never read, nor recomputed unasked
-    stored = {c: stored_trajectory(c, runtime) for c in experiment.configs()}
+    # a stale or unreadable file counts as missing: it is never read, nor recomputed unasked.
+    # The results of the runs' device (`parallel.run_device`: at the paper profile on a machine
+    # without CUDA, those a GPU computed elsewhere)
+    stored = {c: stored_result(c, runtime) for c in experiment.configs()}
     missing = [c for c, result in stored.items() if result is None]
     if missing and not train_missing:
         raise ValueError(
