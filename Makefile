@@ -1,6 +1,7 @@
 # Three commands do everything, including set-up on a fresh machine:
-#   make test   - install (once), pytest, nbval on the templates, a strict build of the book, then
-#                 checks of the built HTML (no external resources, no test markers)
+#   make test   - install (once), pytest, nbval on the templates, a strict build of the book,
+#                 checks of the built HTML (no external resources, no test markers), then the
+#                 book check: every executed page re-run from the committed results and compared
 #   make book   - install (once), execute pages missing from book/ (cpu profile without CUDA,
 #                 paper with it), build the HTML book into _build/html
 #   make bench  - install (once), run the backward-SGD benchmark (results/bench-<device>.*)
@@ -28,7 +29,7 @@ EXECUTOR ?=
 SHARDS   ?=
 DEVICE   ?=
 
-.PHONY: setup test pytest nbval book build-book check-html reproduce bench lock clean
+.PHONY: setup test pytest nbval book build-book check-html check-book reproduce bench lock clean
 
 setup: $(STAMP)
 
@@ -46,7 +47,7 @@ nbval: $(STAMP)
 	ITERATION_ORDER_RESULTS=$$(mktemp -d) $(PY) -m pytest --nbval-lax -p no:cacheprovider \
 	  --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks
 
-test: pytest nbval build-book check-html
+test: pytest nbval build-book check-html check-book
 
 # Renders what book/ holds, executing nothing: pages are executed by `make reproduce`/`make book`.
 build-book: $(STAMP)
@@ -57,6 +58,17 @@ build-book: $(STAMP)
 # no nbval markers shown. Deselected from the plain pytest run (marker built_html).
 check-html: $(STAMP)
 	$(PY) -m pytest -m built_html -p no:cacheprovider tests/test_built_html.py
+
+# The published book follows from the committed results and the current code: `verify` checks,
+# executing nothing, that every page in book/ was executed with its registry parameters from its
+# current template and that every result it loads is in results/ and valid (naming page, config
+# and the command that recomputes it); then nbval re-executes every page with the cache in mode
+# `only` (nothing is ever computed here) and compares every cell's outputs with the stored ones,
+# figures aside and with what legitimately varies masked (src/iteration_order/book/nbcheck.py).
+check-book: $(STAMP)
+	$(PY) -m iteration_order.book verify
+	$(PY) -m pytest -p iteration_order.book.nbcheck --nbval --nbval-current-env \
+	  -p no:cacheprovider book
 
 book: $(STAMP)
 	$(PY) -m iteration_order.book run --missing --jobs $(JOBS)

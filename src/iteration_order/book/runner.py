@@ -506,6 +506,10 @@ def main(argv: list[str] | None = None) -> None:
     params.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
     sub.add_parser("list", help="list the pages and their templates")
     sub.add_parser("check", help="check experiments.yml against the templates")
+    verify = sub.add_parser("verify", help="check the executed pages in book/ against the "
+                            "registry, their templates and the results cache, executing nothing "
+                            "(the first half of make check-book)")
+    verify.add_argument("--only", nargs="+", metavar="PAGE", help="only these pages")
     sub.add_parser("toc", help="write _toc.yml from the executed pages, and the book's own figures")
     template = sub.add_parser("template", help="re-execute templates at their smoke defaults and "
                               "store the outputs nbval compares")
@@ -559,6 +563,15 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         problems = check_registry()
         print("\n".join(problems) or "experiments.yml is consistent with the templates")
         raise SystemExit(1 if problems else 0)
+    elif args.command == "verify":
+        from .verify import verify_book
+        problems, notes = verify_book(BOOK, args.only)
+        for line in notes + problems:
+            print(line)
+        if problems:
+            raise SystemExit(f"{len(problems)} problem(s) in the executed pages of {BOOK}")
+        print(f"every executed page in {BOOK} matches experiments.yml and its template, and every "
+              f"result it loads is in the cache")
     elif args.command == "cost":
         from .costs import page_costs, render_costs
         if args.jobs < 1:
