@@ -1,4 +1,6 @@
 """Theorem 2.6's method: every estimator against a closed form or a known law."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -186,3 +188,38 @@ def test_the_study_rejects_laws_that_differ_and_bonferroni_counts_coordinates():
     differ = st.ks_summary("differ", shifted, rng.normal(size=(500, 3)), 0.05)
     assert not same["rejected"] and differ["rejected"]
     assert len(differ["p"]) == 3 and min(differ["p"]) == differ["p"][2]
+
+
+# ---- replicates: rejections against the level ----------------------------------------------------
+
+def test_binomial_tail_matches_a_sum_over_the_binomial_law():
+    # P(X >= 2) for X ~ Binomial(3, 0.1): 3·0.1²·0.9 + 0.1³ = 0.028
+    assert st.binomial_tail(2, 3, 0.1) == pytest.approx(0.028, rel=1e-12)
+    assert st.binomial_tail(0, 3, 0.1) == 1.0
+    assert st.binomial_tail(3, 3, 0.1) == pytest.approx(1e-3, rel=1e-12)
+    n, p = 7, 0.3
+    for k in range(n + 1):
+        by_hand = sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(k, n + 1))
+        assert st.binomial_tail(k, n, p) == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_rejection_summary_counts_rejections_against_the_level():
+    summary = st.rejection_summary([True, False, True], 0.1)
+    assert summary["replicates"] == 3 and summary["rejections"] == 2
+    assert summary["expected"] == pytest.approx(0.3)
+    assert summary["tail_p"] == pytest.approx(0.028, rel=1e-12)
+    assert st.rejection_summary([False] * 5, 0.05)["tail_p"] == 1.0
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: st.binomial_tail(4, 3, 0.1), "k \\(rejections, 0..n = 3\\)"),
+    (lambda: st.binomial_tail(-1, 3, 0.1), "k \\(rejections"),
+    (lambda: st.binomial_tail(1, 0, 0.1), "n \\(independent tests\\)"),
+    (lambda: st.binomial_tail(1, 3, 0.0), "p \\(the level\\)"),
+    (lambda: st.binomial_tail(1, 3, 1.0), "p \\(the level\\)"),
+    (lambda: st.rejection_summary([], 0.05), "at least one verdict"),
+    (lambda: st.rejection_summary([True, 1], 0.05), "rejected\\[1\\]"),
+])
+def test_replicate_statistics_refuse_bad_input_by_name(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

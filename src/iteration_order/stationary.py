@@ -21,17 +21,22 @@ P_n = A_1⋯A_n and S_n = Σ_i P_{i−1}b_i, θ^B_n = P_nθ_0 + S_n, and the exa
 θ^B_n − θ^B_{n−1} = P_{n−1}(T_n(θ_0) − θ_0). `affine_chains` runs both orders this way; the tests
 check it against the engine's backward iterates.
 
+Independent replicates of a test (new seeds for the maps and the chains) are summarised by
+`rejection_summary`: the number of rejections against the number the level allows, with the exact
+binomial tail `binomial_tail`.
+
 Libraries: ``scipy.stats.ks_2samp`` (per coordinate with ``axis=0``; scipy picks exact p-values up
-to 10,000 samples and the asymptotic law above) and ``scipy.stats.kstest`` against an exact law,
-because they are the reference implementations; ``torch.func`` (vmap, grad, jacrev) so that the
-network's map is written once for one chain and applied to all chains at once.
+to 10,000 samples and the asymptotic law above), ``scipy.stats.kstest`` against an exact law and
+``scipy.stats.binom`` for the binomial tail, because they are the reference implementations;
+``torch.func`` (vmap, grad, jacrev) so that the network's map is written once for one chain and
+applied to all chains at once.
 
 The page's experiment on these pieces (its config, cached runner, tables and figures) is
 `iteration_order.book.stationary_study`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,9 +45,11 @@ from torch.func import grad, jacrev, vmap
 
 from .schedule import batch_schedule
 from .seeding import generator
+from .validation import check_bool, check_int, check_number
 
 __all__ = ["affine_chains", "quadratic_draw", "quadratic_stationary_variance", "regression_maps",
-           "regression_moments", "network_problem", "network_maps", "fit_rates", "ks_summary"]
+           "regression_moments", "network_problem", "network_maps", "fit_rates", "ks_summary",
+           "binomial_tail", "rejection_summary"]
 
 RATE_FLOOR = 1e-13   # increments below it are float64 round-off, not dynamics (as theory.fitted_rate)
 
@@ -241,3 +248,29 @@ def ks_summary(label: str, first: np.ndarray, second, alpha: float) -> dict:
         D, p = np.atleast_1d(result.statistic), np.atleast_1d(result.pvalue)
     return {"comparison": label, "D": D.tolist(), "p": p.tolist(),
             "rejected": bool(p.min() < alpha / len(p))}
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): the chance of k or more rejections among n independent
+    tests at level p when every null hypothesis holds.
+
+    A test that rejects a true null with probability at most p (a Bonferroni-corrected test, a
+    discrete one such as KS) gives a tail at most this, so the value is a valid p-value for "the
+    rejections are more frequent than the level allows".
+    """
+    check_int("n (independent tests)", n, 1)
+    check_int(f"k (rejections, 0..n = {n})", k, 0, n)
+    check_number("p (the level)", p, 0, 1, low_open=True, high_open=True)
+    return 1.0 if k == 0 else float(stats.binom.sf(k - 1, n, p))
+
+
+def rejection_summary(rejected: Sequence[bool], alpha: float) -> dict:
+    """Rejections among independent replicates of one test at level ``alpha``: their count, the
+    count expected when the null holds (replicates × alpha) and `binomial_tail` of the count."""
+    verdicts = [check_bool(f"rejected[{i}]", v) for i, v in enumerate(rejected)]
+    if not verdicts:
+        raise ValueError("rejected must hold at least one verdict; got none")
+    count = sum(verdicts)
+    return {"replicates": len(verdicts), "rejections": count,
+            "expected": len(verdicts) * alpha,
+            "tail_p": binomial_tail(count, len(verdicts), alpha)}

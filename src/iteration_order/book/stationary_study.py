@@ -8,10 +8,15 @@ samples come from disjoint sets of chains (chains 0..C−1 give the forward samp
 backward one), because the two-sample test assumes independent samples.
 
 `run_study` caches every number the page shows in ``results/stationary-<hash>-<device>.json``;
-``scipy.stats.kstwobign`` gives the critical distance drawn on the figure.
+``scipy.stats.kstwobign`` gives the critical distance drawn on the figure. `run_replicates`
+repeats the main comparison (forward at N against the backward limits) on independent replicates,
+each with its own seed for the maps and the chains (`replicate_seeds`), cached in
+``results/stationary-replicates-<hash>-<device>.json``; the page reports their rejections against
+the level (`replicate_table`). `page_numbers` gives every number the page's conclusion quotes.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,19 +33,23 @@ from ..orders import iterates
 from .plots import ORDER_COLOURS
 from ..seeding import generator, stream_seed
 from ..trajectory import TRAJECTORY_MODULES
-from ..validation import check_int, check_list, check_number
+from ..validation import check_choice, check_int, check_list, check_number
 from ..stationary import (Draw, _network_contraction, _regression_draw, _TailSpread, affine_chains,
                          fit_rates, ks_summary, network_maps, network_problem, quadratic_draw,
-                         quadratic_stationary_variance, regression_maps, regression_moments)
+                         quadratic_stationary_variance, regression_maps, regression_moments,
+                         rejection_summary)
 
 __all__ = ["StationaryStudy", "run_study", "PROBLEMS", "tests_table", "chains_table", "record_grid",
-           "histogram_figure", "ks_distance_figure", "trace_figure", "MIN_CHAINS"]
+           "histogram_figure", "ks_distance_figure", "trace_figure", "MIN_CHAINS",
+           "replicate_seeds", "final_samples", "run_replicates", "replicate_table",
+           "replicate_figure", "moments_table", "rounded", "figure_caption", "page_numbers"]
 
 PROBLEMS = ("quadratic", "regression", "network")
 # What determines the study's numbers: the maps, orders and seeding of the trajectory code,
 # Theorem 2.6's chains and laws, and this module.
 MODULES = (*TRAJECTORY_MODULES, "stationary", "book.stationary_study")
 MIN_CHAINS = 20      # below this a KS test has almost no power and the histograms say nothing
+HISTOGRAM_BINS = 40  # shared by both samples of a coordinate
 
 
 # ------------------------------------------------------------------------------------------------
@@ -146,6 +155,35 @@ def _affine_sample(draw: Draw, theta0: np.ndarray, study: StationaryStudy, grid:
             "rate_increments": _on_grid(out["backward_increment"], grid, slice(C, None)).T}
 
 
+def _network_setup(study: StationaryStudy, device) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The tanh unit's data and batches (from the study's seed), the batch each of the 2C chains
+    takes at each of the N steps (``choices[i, c]``), and θ_0."""
+    problem = network_problem(study.network_points, study.network_span, study.network_teacher,
+                              study.network_noise, study.network_batch, study.seed, device)
+    g = generator(study.seed, "network-choices")
+    K = len(problem["x"])
+    choices = torch.stack([torch.randint(K, (2 * study.chains,), generator=g)
+                           for _ in range(study.steps)]).to(device)
+    theta0 = torch.tensor(study.network_theta0, dtype=torch.float64, device=device)
+    return problem, choices, theta0
+
+
+def _affine_problem(name: str, study: StationaryStudy) -> tuple[Draw, np.ndarray, dict]:
+    """An affine problem's per-step draw, θ_0, and its regression maps (empty for the quadratic);
+    the least-squares data come from the study's seed."""
+    if name == "quadratic":
+        return (quadratic_draw(study.quadratic_h, study.quadratic_noise),
+                np.array([study.quadratic_theta0]), {})
+    maps = regression_maps(study.regression_points, study.regression_dim, study.regression_batch,
+                           study.regression_h,
+                           np.random.default_rng(stream_seed(study.seed, "regression-data")))
+    return _regression_draw(maps["A"], maps["b"]), np.zeros(study.regression_dim), maps
+
+
+def _chain_rng(name: str, study: StationaryStudy) -> np.random.Generator:
+    return np.random.default_rng(stream_seed(study.seed, f"{name}-chains"))
+
+
 def _network_chains(study: StationaryStudy, grid: list[int], device) -> tuple[dict, float, float]:
     """`_affine_sample`'s outputs for the network, by the order engine on vmapped maps, with the
     local contraction factor over the backward limits and at θ_0 (`_network_contraction`).
@@ -158,12 +196,7 @@ def _network_chains(study: StationaryStudy, grid: list[int], device) -> tuple[di
     C, t, N = study.chains, study.trace_chains, study.steps
     needed = _backward_steps(study)
     record = set(grid) | set(needed)
-    problem = network_problem(study.network_points, study.network_span, study.network_teacher,
-                              study.network_noise, study.network_batch, study.seed, device)
-    g = generator(study.seed, "network-choices")
-    K = len(problem["x"])
-    choices = torch.stack([torch.randint(K, (2 * C,), generator=g) for _ in range(N)]).to(device)
-    theta0 = torch.tensor(study.network_theta0, dtype=torch.float64, device=device)
+    problem, choices, theta0 = _network_setup(study, device)
     traced = torch.arange(C, C + t)
     forward_maps = network_maps(problem, choices[:, torch.cat([torch.arange(C), traced])],
                                 study.network_h)
@@ -204,7 +237,8 @@ def _critical_distance(n: int, m: int, alpha: float) -> float:
     return float(stats.kstwobign.ppf(1 - alpha) * np.sqrt((n + m) / (n * m)))
 
 
-def _histograms(forward: np.ndarray, backward: np.ndarray, bins: int = 40) -> list[dict]:
+def _histograms(forward: np.ndarray, backward: np.ndarray,
+                bins: int = HISTOGRAM_BINS) -> list[dict]:
     shown = []
     for j in range(forward.shape[1]):
         edges = np.histogram_bin_edges(np.concatenate([forward[:, j], backward[:, j]]), bins=bins)
@@ -230,24 +264,29 @@ def _summarise(name: str, raw: dict, k: float, study: StationaryStudy, grid: lis
     limit = bwd[N]
     centre = fwd[N].mean(axis=0)
     widened = centre + study.wrong_scale * (fwd[N] - centre)
+    # "key" names the comparison for `page_numbers`; "main" is the one the replicates repeat
     tests = [
-        ks_summary(f"forward at n={N} vs backward limits", fwd[N], limit, study.alpha),
-        ks_summary(f"forward vs backward, both at n={early}", fwd[early], bwd[early], study.alpha),
-        ks_summary(f"forward at n={early} vs backward limits", fwd[early], limit, study.alpha),
-        ks_summary(f"forward at n={N} widened x{study.wrong_scale} vs backward limits", widened,
-                   limit, study.alpha),
+        {**ks_summary(f"forward at n={N} vs backward limits", fwd[N], limit, study.alpha),
+         "key": "main"},
+        {**ks_summary(f"forward vs backward, both at n={early}", fwd[early], bwd[early],
+                      study.alpha), "key": "early_same"},
+        {**ks_summary(f"forward at n={early} vs backward limits", fwd[early], limit, study.alpha),
+         "key": "early_limit"},
+        {**ks_summary(f"forward at n={N} widened x{study.wrong_scale} vs backward limits",
+                      widened, limit, study.alpha), "key": "widened"},
     ]
     extra = {}
     if name == "quadratic":
         sd = float(np.sqrt(quadratic_stationary_variance(study.quadratic_h, study.quadratic_noise)))
         extra["stationary_sd"] = sd
         tests += [
-            ks_summary(f"forward at n={N} vs exact law N(0, {sd:.4f}^2)", fwd[N],
-                       stats.norm(0, sd).cdf, study.alpha),
-            ks_summary(f"backward limits vs exact law N(0, {sd:.4f}^2)", limit,
-                       stats.norm(0, sd).cdf, study.alpha),
-            ks_summary(f"backward limits vs wrong law N(0, ({study.wrong_scale} x {sd:.4f})^2)",
-                       limit, stats.norm(0, study.wrong_scale * sd).cdf, study.alpha),
+            {**ks_summary(f"forward at n={N} vs exact law N(0, {sd:.4f}^2)", fwd[N],
+                          stats.norm(0, sd).cdf, study.alpha), "key": "exact_forward"},
+            {**ks_summary(f"backward limits vs exact law N(0, {sd:.4f}^2)", limit,
+                          stats.norm(0, sd).cdf, study.alpha), "key": "exact_backward"},
+            {**ks_summary(f"backward limits vs wrong law N(0, ({study.wrong_scale} x "
+                          f"{sd:.4f})^2)", limit, stats.norm(0, study.wrong_scale * sd).cdf,
+                          study.alpha), "key": "wrong_law"},
         ]
     distances = np.array([np.atleast_1d(stats.ks_2samp(fwd[n], limit, axis=0).statistic)
                           for n in grid])
@@ -278,16 +317,10 @@ def _run_problem(name: str, study: StationaryStudy, device) -> dict:
     if name == "network":
         raw, k, k_start = _network_chains(study, grid, device)
         return {**_summarise(name, raw, k, study, grid), "k_start": k_start}
-    rng = np.random.default_rng(stream_seed(study.seed, f"{name}-chains"))
+    draw, theta0, maps = _affine_problem(name, study)
+    raw = _affine_sample(draw, theta0, study, grid, _chain_rng(name, study))
     if name == "quadratic":
-        raw = _affine_sample(quadratic_draw(study.quadratic_h, study.quadratic_noise),
-                             np.array([study.quadratic_theta0]), study, grid, rng)
         return _summarise(name, raw, abs(1 - study.quadratic_h), study, grid)
-    maps = regression_maps(study.regression_points, study.regression_dim, study.regression_batch,
-                           study.regression_h,
-                           np.random.default_rng(stream_seed(study.seed, "regression-data")))
-    raw = _affine_sample(_regression_draw(maps["A"], maps["b"]), np.zeros(study.regression_dim),
-                         study, grid, rng)
     mean, cov = regression_moments(maps["A"], maps["b"])
     return {**_summarise(name, raw, maps["k"], study, grid), "exact_mean": mean.tolist(),
             "exact_sd": np.sqrt(np.diag(cov)).tolist()}
@@ -326,6 +359,110 @@ def _run_problems(study: StationaryStudy, device: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
+# Independent replicates of the main comparison
+# ------------------------------------------------------------------------------------------------
+
+def replicate_seeds(seed: int, count: int) -> list[int]:
+    """The seed of replicate r = 0..count−1: the seeding helper's stream ``replicate-r`` of the page
+    seed. Every random stream of a replicate (least-squares data, the tanh unit's labels and
+    batches, every chain's maps) derives from it, so replicates share nothing with each other or
+    with the main run, and the same page seed always gives the same replicates."""
+    check_int("seed", seed, 0)
+    check_int("replicates", count, 1)
+    return [stream_seed(seed, f"replicate-{r}") for r in range(count)]
+
+
+def final_samples(name: str, study: StationaryStudy, device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """The main comparison's two samples, [chains, d] each: the forward iterates at step N of
+    chains 0..C−1 and the backward iterates at step N of chains C..2C−1, drawn exactly as
+    `run_study` draws them for this study (same seed, same samples) but with nothing else
+    recorded."""
+    check_choice("problem", name, PROBLEMS)
+    C, N = study.chains, study.steps
+    if name == "network":
+        problem, choices, theta0 = _network_setup(study, device)
+
+        def at_last_step(chosen, order):
+            maps = network_maps(problem, chosen, study.network_h)
+            ((_, theta),) = iterates(maps, theta0.expand(C, 3), order, at=[N])
+            return theta.cpu().numpy()
+        return at_last_step(choices[:, :C], "forward"), at_last_step(choices[:, C:], "backward")
+    draw, theta0, _ = _affine_problem(name, study)
+    out = affine_chains(draw, theta0, N, 2 * C, _chain_rng(name, study), {N})
+    return out["forward"][N][:C], out["backward"][N][C:]
+
+
+def _replicate_base(study: StationaryStudy, chains: int) -> StationaryStudy:
+    # trace chains are not drawn in a replicate; capped only so that the study stays valid
+    return dataclasses.replace(study, chains=chains, trace_chains=min(study.trace_chains, chains))
+
+
+def run_replicates(study: StationaryStudy, replicates: int, chains: int | None = None,
+                   device: str = "cpu", results: Path | str | None = None,
+                   cache: str | None = None) -> dict:
+    """The main comparison (forward at N against the backward limits, KS per coordinate at level
+    alpha / d) on ``replicates`` independent replicates of every problem, each with its own seed
+    (`replicate_seeds`) and ``chains`` chains per sample (default: the study's). Cached in
+    ``<results>/stationary-replicates-<hash>-<device>.json``.
+
+    Returned: ``seeds``, ``chains`` and per problem ``tests`` (one `ks_summary` per replicate, in
+    the order of the seeds) and ``compute_seconds`` (wall time of the run that filled the cache).
+    """
+    check_int("replicates", replicates, 1)
+    chains = study.chains if chains is None else chains
+    check_int("replicate_chains", chains, MIN_CHAINS)
+    base = _replicate_base(study, chains)
+    config = {"study": jsonable(study), "replicates": replicates, "chains": chains}
+    folder = Path(results) if results is not None else DEFAULT_RESULTS
+    path = folder / f"stationary-replicates-{config_hash(config)}-{torch.device(device).type}.json"
+
+    def compute() -> dict:
+        seeds = replicate_seeds(study.seed, replicates)
+        problems = {name: {"tests": [], "compute_seconds": 0.0} for name in PROBLEMS}
+        for seed in seeds:
+            replicate = dataclasses.replace(base, seed=seed)
+            for name in PROBLEMS:
+                start = time.perf_counter()
+                forward, backward = final_samples(name, replicate, device)
+                problems[name]["tests"].append(ks_summary(
+                    f"replicate seed {seed}: forward at n={study.steps} vs backward limits",
+                    forward, backward, study.alpha))
+                problems[name]["compute_seconds"] += time.perf_counter() - start
+        for entry in problems.values():
+            entry["compute_seconds"] = round(entry["compute_seconds"], 1)
+        return {"seeds": seeds, "chains": chains, "problems": problems}
+
+    def check(result: dict) -> None:
+        problems = result.get("problems")
+        if not isinstance(problems, dict) or list(problems) != list(PROBLEMS):
+            raise InvalidResult(f"does not hold the problems {', '.join(PROBLEMS)}")
+        if any(len(p.get("tests", [])) != replicates for p in problems.values()):
+            raise InvalidResult(f"does not hold {replicates} replicates of every problem")
+
+    stored = cached(path, config, code_fingerprint(MODULES), compute, check, cache,
+                    f"{replicates} replicates of {study!r}")
+    return {"seeds": stored["seeds"], "chains": stored["chains"],
+            "problems": nan_for_null(stored["problems"])}
+
+
+def _replicate_summaries(replicates: dict, alpha: float) -> dict:
+    return {name: rejection_summary([t["rejected"] for t in entry["tests"]], alpha)
+            for name, entry in replicates["problems"].items()}
+
+
+def replicate_table(replicates: dict, alpha: float) -> pd.DataFrame:
+    """Per problem: the replicates, their chains per sample, how many rejected equality at level
+    alpha / d, how many the level allows on average (replicates × alpha), and the exact binomial
+    probability of that many rejections or more when the laws are equal."""
+    rows = [{"problem": name, "replicates": s["replicates"],
+             "chains per sample": replicates["chains"], "rejections": s["rejections"],
+             "expected (R × alpha)": s["expected"],
+             "P(at least this many | equal laws)": s["tail_p"]}
+            for name, s in _replicate_summaries(replicates, alpha).items()]
+    return pd.DataFrame(rows).set_index("problem")
+
+
+# ------------------------------------------------------------------------------------------------
 # Tables for the page
 # ------------------------------------------------------------------------------------------------
 
@@ -356,6 +493,28 @@ def chains_table(results: dict) -> pd.DataFrame:
             "one chain's sd over time / sd across limits": float(np.median(
                 np.array(r["single_chain_sd"]) / np.array(r["backward_sd"])))})
     return pd.DataFrame(rows).set_index("problem").astype(object).T
+
+
+def moments_table(result: dict) -> pd.DataFrame:
+    """Least squares: the exact mean and standard deviation of the limit law per coordinate, next
+    to those of the forward sample at N and of the backward limits."""
+    rows = {(stat, source): result[f"{source}_{stat}"]
+            for stat in ("mean", "sd") for source in ("exact", "forward", "backward")}
+    names = [f"θ_{j + 1}" for j in range(result["dim"])]
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=names)
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["statistic", "sample"])
+    return table
+
+
+def rounded(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Every float written with ``digits`` significant digits, so that each cell keeps its own
+    notation (a p-value of 1.2e-12 next to 0.5, which a float column would print alike): what the
+    page shows, and what nbval compares. Other values (counts, verdicts) are kept."""
+    def one(value):
+        if isinstance(value, (float, np.floating)):
+            return f"{value:.{digits}g}" if np.isfinite(value) else "n/a"
+        return value
+    return table.astype(object).map(one).astype(object)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -448,3 +607,138 @@ def trace_figure(results: dict):
             ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def replicate_figure(replicates: dict, results: dict, alpha: float):
+    """Per problem, the Bonferroni-adjusted p-value of the main comparison (d × the smallest p
+    over the d coordinates, at most 1) in every replicate, against the level; the main run's as
+    a larger marker. Equality is rejected below the line."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.0))
+    jitter = np.random.default_rng(0)  # horizontal spread only, so that points do not overlap
+    floor = 1e-6  # a p-value of 0 has no logarithm: drawn on the axis floor
+    for i, name in enumerate(PROBLEMS):
+        adjusted = [min(1.0, len(t["p"]) * min(t["p"]))
+                    for t in replicates["problems"][name]["tests"]]
+        x = i + jitter.uniform(-0.18, 0.18, len(adjusted))
+        ax.scatter(x, np.maximum(adjusted, floor), s=14, color=ORDER_COLOURS["forward"],
+                   alpha=0.8, label="replicates" if i == 0 else None)
+        main = next(t for t in results[name]["tests"] if t["key"] == "main")
+        ax.scatter([i + 0.32], [max(min(1.0, len(main["p"]) * min(main["p"])), floor)], s=60,
+                   marker="*", color=ORDER_COLOURS["backward"],
+                   label="main run" if i == 0 else None)
+    ax.axhline(alpha, color="grey", ls="--", lw=0.8, label=f"level {alpha}")
+    ax.set_yscale("log")
+    ax.set_ylim(None, 1.5)
+    ax.set_xticks(range(len(PROBLEMS)), [_TITLES[n] for n in PROBLEMS])
+    ax.set_ylabel("d × smallest p over coordinates")
+    # above the axes: points can fall anywhere inside them
+    ax.legend(frameon=False, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Captions and the numbers of the page's prose
+# ------------------------------------------------------------------------------------------------
+
+_NO_PAPER_FIGURE = ("Not a figure of the paper: the paper states Theorem 2.6 without an "
+                    "experiment.")
+FIGURES = ("histogram", "ks_distance", "trace", "replicates")
+
+
+def figure_caption(kind: str, study: StationaryStudy, profile: str, name: str | None = None,
+                   replicates: dict | None = None) -> str:
+    """The caption of one of the page's figures (``kind`` in `FIGURES`; ``name``, the problem, for
+    a histogram; ``replicates``, the `run_replicates` result, for the replicate figure): that the
+    paper has no such figure, what is drawn and from how many chains, and the profile."""
+    check_choice("figure", kind, FIGURES)
+    C, N = study.chains, study.steps
+    samples = (f"the forward iterates at step {N} of {C:,} chains and the backward iterates at "
+               f"step {N} (the backward limits) of {C:,} other chains")
+    if kind == "histogram":
+        check_choice("problem", name, PROBLEMS)
+        what = (f"{_TITLES[name].capitalize()}: histograms ({HISTOGRAM_BINS} shared bins per "
+                f"coordinate) of {samples}; solid: forward, dashed: backward"
+                + ("; black: the exact stationary Gaussian law" if name == "quadratic" else "")
+                + ". One panel per coordinate.")
+    elif kind == "ks_distance":
+        grid = record_grid(N, study.grid_points)
+        what = (f"Two-sample KS distance, per coordinate, between the forward iterates at step n "
+                f"({C:,} chains) and the backward limits at step {N} ({C:,} other chains), at "
+                f"{len(grid)} log-spaced steps n from {grid[0]} to {grid[-1]}. Dashed: the "
+                f"asymptotic critical distance of one coordinate at level {study.alpha}; dotted: "
+                f"the early step n = {study.early_step}.")
+    elif kind == "trace":
+        grid = record_grid(N, study.grid_points)
+        what = (f"{study.trace_chains} single chains per problem, both orders on the same maps, "
+                f"at {len(grid)} log-spaced steps from {grid[0]} to {grid[-1]}. Left: the first "
+                f"coordinate; right: the step lengths, with k^n (dashed) and the median fitted "
+                f"rate (dotted) drawn from the median first backward step.")
+    else:
+        if replicates is None:
+            raise ValueError("the replicate figure's caption needs replicates (the run_replicates "
+                             "result); got None")
+        what = (f"The main comparison (forward at step {N} against the backward limits) in "
+                f"{len(replicates['seeds'])} independent replicates, each with its own seed for "
+                f"the maps and the chains and {replicates['chains']:,} chains per sample: per "
+                f"problem, d times the smallest KS p-value over its d coordinates (capped at 1; "
+                f"equality is rejected below the dashed level {study.alpha}); the star is the "
+                f"main run of the sections above, which is not one of the replicates.")
+    return f"{_NO_PAPER_FIGURE} {what} Profile `{profile}`."
+
+
+def _verdict(test: dict) -> str:
+    return "rejected" if test["rejected"] else "not rejected"
+
+
+def page_numbers(study: StationaryStudy, results: dict, replicates: dict) -> dict:
+    """Every number (and verdict) the page's conclusion quotes, by glue key.
+
+    Settings: ``chains``, ``steps``, ``half_step``, ``early_step``, ``alpha``, ``wrong_scale``,
+    ``replicates``, ``replicate_chains``. Per problem (``<problem>_`` prefix, `PROBLEMS`): for
+    each KS comparison of the table (``main``, ``early_same``, ``early_limit``, ``widened`` and,
+    for the quadratic, ``exact_forward``, ``exact_backward``, ``wrong_law``) the largest distance
+    ``_D``, the smallest p ``_p`` and ``_verdict`` ("rejected" / "not rejected"); ``_level``
+    (alpha / d); the contraction factor ``_k``, the median fitted rate ``_rate`` over
+    ``_rate_chains`` chains; the largest backward and median forward move between N/2 and N
+    (``_backward_drift_max``, ``_forward_drift_median``); one forward chain's spread over time
+    over the spread across backward limits (``_single_chain_ratio``, median over coordinates of
+    the medians over chains); and the replicates' ``_rep_rejections``, ``_rep_expected`` and
+    ``_rep_tail_p``. Across problems: ``rep_rejections``, ``rep_tests``, ``rep_expected``,
+    ``rep_tail_p``; ``regression_moment_gap`` (largest distance of a sample's mean or sd from
+    the exact one); ``network_k_start`` (the tanh unit's factor at θ_0).
+    """
+    numbers: dict = {"chains": study.chains, "steps": study.steps, "half_step": study.steps // 2,
+                     "early_step": study.early_step, "alpha": study.alpha,
+                     "wrong_scale": study.wrong_scale, "replicates": len(replicates["seeds"]),
+                     "replicate_chains": replicates["chains"]}
+    summaries = _replicate_summaries(replicates, study.alpha)
+    for name in PROBLEMS:
+        r = results[name]
+        for test in r["tests"]:
+            prefix = f"{name}_{test['key']}"
+            numbers.update({f"{prefix}_D": max(test["D"]), f"{prefix}_p": min(test["p"]),
+                            f"{prefix}_verdict": _verdict(test)})
+        numbers.update({
+            f"{name}_level": study.alpha / r["dim"], f"{name}_k": r["k"],
+            f"{name}_rate": r["rates"].get("median", float("nan")),
+            f"{name}_rate_chains": r["rates"]["chains"],
+            f"{name}_backward_drift_max": r["backward_drift"]["max"],
+            f"{name}_forward_drift_median": r["forward_drift"]["median"],
+            f"{name}_single_chain_ratio": float(np.median(
+                np.array(r["single_chain_sd"]) / np.array(r["backward_sd"]))),
+            f"{name}_rep_rejections": summaries[name]["rejections"],
+            f"{name}_rep_expected": summaries[name]["expected"],
+            f"{name}_rep_tail_p": summaries[name]["tail_p"]})
+    # the problems' replicates draw on disjoint streams, so all their tests are independent
+    everything = [t["rejected"] for entry in replicates["problems"].values()
+                  for t in entry["tests"]]
+    total = rejection_summary(everything, study.alpha)
+    numbers.update({"rep_rejections": total["rejections"], "rep_tests": total["replicates"],
+                    "rep_expected": total["expected"], "rep_tail_p": total["tail_p"]})
+    ls = results["regression"]
+    numbers["regression_moment_gap"] = float(max(
+        np.max(np.abs(np.array(ls[f"{source}_{stat}"]) - np.array(ls[f"exact_{stat}"])))
+        for source in ("forward", "backward") for stat in ("mean", "sd")))
+    numbers["network_k_start"] = results["network"]["k_start"]
+    return numbers
