@@ -20,6 +20,8 @@ from .. import __version__
 __all__ = ["provenance", "run_devices", "git_commit", "MixedDevicesError"]
 
 _ROOT = Path(__file__).resolve().parents[3]
+# what a page is computed from: the package, the templates and the registry
+_SOURCES = ("src", "notebooks", "experiments.yml", "pyproject.toml")
 
 
 class MixedDevicesError(ValueError):
@@ -32,8 +34,10 @@ def git_commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=_ROOT, text=True,
                               capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=_ROOT, text=True, capture_output=True, check=True).stdout
+        # only what determines a page counts: a run itself writes its log and its notebook
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                *_SOURCES], cwd=_ROOT, text=True, capture_output=True,
+                               check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + (" with uncommitted changes" if dirty.strip() else "")
