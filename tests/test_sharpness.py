@@ -145,7 +145,8 @@ def test_probing_leaves_the_iterates_the_model_and_the_random_streams_untouched(
         assert torch.equal(t, before[k])
     assert all(p.grad is None for p in model.parameters())
     assert record["steps"] == [2, 4, 6] and record["curve_steps"] == [1, 2, 3, 4, 5, 6]
-    for key in ("overlap", "subspace_overlap", "subspace_similarity"):
+    for key in ("overlap", "subspace_overlap", "reverse_subspace_overlap",
+                "subspace_similarity"):
         assert record[key][0] is None and all(0 <= o <= 1 + 1e-12 for o in record[key][1:]), key
 
 
@@ -163,6 +164,10 @@ def test_losses_and_overlaps_recorded_are_those_of_the_iterates(tiny_problem):
     top_pair = {n: top[n].eigenvectors[:, -2:].numpy() for n in (2, 4)}
     assert record["subspace_similarity"][1] == pytest.approx(
         subspace_similarity(top_pair[2], top_pair[4]), abs=1e-6)
+    assert record["subspace_overlap"][1] == pytest.approx(
+        subspace_overlap(top_pair[2][:, -1], top_pair[4]), abs=1e-6)
+    assert record["reverse_subspace_overlap"][1] == pytest.approx(
+        subspace_overlap(top_pair[4][:, -1], top_pair[2]), abs=1e-6)
     assert record["sharpness"][0] == pytest.approx(float(top[2].eigenvalues[-1]), rel=1e-6)
 
 
@@ -203,7 +208,8 @@ def test_two_runs_give_identical_numbers_and_the_cache_round_trips(tmp_path):
     assert not first["from_cache"] and not second["from_cache"] and again["from_cache"]
     assert sharpness_path(run, runtime(tmp_path / "a")).is_file()
     numbers = ("steps", "eigenvalues", "sharpness", "probe_loss", "overlap", "subspace_overlap",
-               "subspace_similarity", "curve_steps", "curve_loss", "applications", "config")
+               "reverse_subspace_overlap", "subspace_similarity", "curve_steps", "curve_loss",
+               "applications", "config")
     for key in numbers:
         assert first[key] == second[key] == again[key], key
     assert first["steps"] == [0, 4, 8, 12] and first["applications"] == 4 + 8 + 12

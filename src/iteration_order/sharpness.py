@@ -24,7 +24,10 @@ the leading Hessian eigenvectors. This module measures both along the iterates o
     that leaves the subspace moves both. An exchange across its edge (the m-th eigenvalue against
     the (m+1)-th) does count as a subspace rotation, of up to 1/m;
   - ``subspace_overlap`` = ‖U_{t+k}ᵀ v_t‖: how much of the old leading vector lies in the new
-    top-m subspace.
+    top-m subspace, and ``reverse_subspace_overlap`` = ‖U_tᵀ v_{t+k}‖: how much of the new leading
+    vector lay in the old one. Both near 1 with a leading-vector rotation near 1: the sharpest
+    direction changed places with another of the top m; the reverse one well below 1: the new
+    sharpest direction came from outside the old top m.
 
   The forward order also records the probe-batch loss every ``curve_every`` steps, which costs no
   restart, to see spikes between probes. Eigenvectors live in memory only for these overlaps:
@@ -61,7 +64,8 @@ __all__ = ["Probe", "SharpnessRun", "HessianProbe", "Reading", "probe_steps",
 RESULTS_SUBDIR = "sharpness"
 # What determines a probe result: the trajectory's code, the Hessian tools and this module.
 MODULES = (*TRAJECTORY_MODULES, "hessian", "sharpness")
-_OVERLAPS = ("overlap", "subspace_overlap", "subspace_similarity")  # None at the first probe
+# None at the first probe
+_OVERLAPS = ("overlap", "subspace_overlap", "reverse_subspace_overlap", "subspace_similarity")
 _PER_PROBE = ("eigenvalues", "sharpness", "probe_loss", *_OVERLAPS)
 
 
@@ -206,6 +210,9 @@ def probe_iteration(states, probe: HessianProbe, steps, curve_steps=()) -> dict:
                                   overlap(previous.vectors[:, 0], reading.vectors[:, 0]))
             out["subspace_overlap"].append(None if previous is None else
                                            subspace_overlap(previous.vectors[:, 0], reading.vectors))
+            out["reverse_subspace_overlap"].append(
+                None if previous is None else subspace_overlap(reading.vectors[:, 0],
+                                                               previous.vectors))
             out["subspace_similarity"].append(None if previous is None else
                                               subspace_similarity(previous.vectors, reading.vectors))
             previous = reading
