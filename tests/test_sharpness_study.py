@@ -9,7 +9,8 @@ import pytest
 from iteration_order import Runtime, TrajectoryConfig
 from iteration_order.sharpness import Probe
 from iteration_order.book.sharpness_study import (
-    SharpnessExperiment, coincidence_caption, coincidence_table, intervals, rotation_table,
+    SharpnessExperiment, coincidence_caption, coincidence_table, intervals, largest_rotations,
+    rotation_table,
     sharpness_caption, sharpness_numbers, significant, tail_sharpness)
 
 TINY = TrajectoryConfig(dataset="synthetic-x2", depth=1, width=6, lr=0.05, batch_size=4, steps=12,
@@ -33,6 +34,8 @@ def test_statistics_follow_their_definitions(tmp_path):
     assert table["subspace rotation"].iloc[1] == pytest.approx(
         1 - forward["subspace_similarity"][2])
     assert table["leading escape"].iloc[2] == pytest.approx(1 - forward["subspace_overlap"][3])
+    assert table["leading entry"].iloc[2] == pytest.approx(
+        1 - forward["reverse_subspace_overlap"][3])
     gaps = [(v[0] - v[1]) / v[0] for v in forward["eigenvalues"]]
     assert table["gap"].iloc[0] == pytest.approx(min(gaps[0], gaps[1]))
     assert table["jump"].iloc[0] == pytest.approx(math.log(forward["probe_loss"][1]
@@ -103,6 +106,12 @@ def test_statistics_follow_their_definitions(tmp_path):
     assert numbers["tiny_forward_rot_max_where"] == (
         f"seed {int(top['seed'])}, steps {int(top['start'])}–{int(top['end'])}")
     assert numbers["tiny_forward_rot_max_sub"] == pytest.approx(top["subspace rotation"])
+    assert numbers["tiny_forward_rot_max_entry"] == pytest.approx(top["leading entry"])
+    largest = largest_rotations(experiment, results)
+    assert largest.loc["forward", "rotation"] == pytest.approx(top["rotation"])
+    assert (largest.loc["forward", "start"], largest.loc["forward", "seed"]) == (
+        top["start"], top["seed"])
+    assert largest.loc["backward", "loss change"] == "jump"
     caption = sharpness_caption(experiment, results, "smoke", "tiny")
     assert caption.startswith("Not a figure of the paper") and "smoke profile" in caption
     assert "every 3rd step from step 0 to 12, 5 per run" in caption

@@ -14,6 +14,7 @@ with `sharpness.run_probes`, each cached on its own. From those results:
   leading-vector rotation near 1 with a subspace rotation near 0 is such a swap, not a new sharp
   direction. With them, the loss spike or jump of the interval;
 * `rotation_table` — per order and seed, the median and range of both rotations;
+  `largest_rotations` — per order, the interval of the largest leading-vector rotation;
 * `coincidence_table` — their rank correlations with the loss change (``scipy.stats.spearmanr``:
   rank-based, because loss jumps are heavy-tailed and a handful of spikes would dominate a
   Pearson correlation);
@@ -42,7 +43,7 @@ from ..trajectory import Runtime, TrajectoryConfig
 from ..validation import check_int, check_list, check_number
 
 __all__ = ["SharpnessExperiment", "tail_sharpness", "intervals", "loss_change", "rotation_table",
-           "coincidence_table", "significant", "sharpness_numbers", "plot_sharpness", "plot_coincidence",
+           "largest_rotations", "coincidence_table", "significant", "sharpness_numbers", "plot_sharpness", "plot_coincidence",
            "sharpness_caption", "coincidence_caption"]
 
 MIN_PAIRS = 5  # fewest intervals a rank correlation is computed on
@@ -137,7 +138,9 @@ def intervals(result: dict) -> pd.DataFrame:
     * ``subspace rotation`` = 1 − the mean squared cosine of the principal angles between the
       top-``eigenpairs`` eigenvector subspaces at t and t+k (`sharpness.subspace_similarity`);
     * ``leading escape`` = 1 − ‖U_{t+k}ᵀ v_t‖: how much of the old leading vector left the new
-      top subspace (0 when it only moved inside it);
+      top subspace (0 when it only moved inside it), and ``leading entry`` = 1 − ‖U_tᵀ v_{t+k}‖:
+      how much of the new leading vector came from outside the old one. A leading-vector
+      rotation near 1 with both near 0 is a reordering inside the top subspace;
     * ``gap`` = the smaller of (λ₁ − λ₂)/λ₁ at t and at t+k: near 0, the two largest eigenvalues
       are nearly equal and may trade places;
     * ``jump`` = log(L(t+k) / L(t)) of the probe-batch loss at the probes;
@@ -156,6 +159,7 @@ def intervals(result: dict) -> pd.DataFrame:
                      "rotation": 1 - result["overlap"][j],
                      "subspace rotation": 1 - result["subspace_similarity"][j],
                      "leading escape": 1 - result["subspace_overlap"][j],
+                     "leading entry": 1 - result["reverse_subspace_overlap"][j],
                      "gap": min(gaps[j - 1], gaps[j]),
                      "jump": math.log(loss[j] / loss[j - 1]),
                      "spike": math.log(inside.max() / loss[j - 1]) if between else math.nan})
@@ -203,6 +207,27 @@ def rotation_table(experiment: SharpnessExperiment, results: dict) -> pd.DataFra
                         f"{name}: max": float(t[column].max())}
             rows.append(row)
     return pd.DataFrame(rows).set_index(["order", "seed"])
+
+
+def largest_rotations(experiment: SharpnessExperiment, results: dict) -> pd.DataFrame:
+    """Per order, the interval (after the skipped first ones, any seed) where the leading
+    eigenvector turned most, with what tells a reordering inside the top subspace from a new
+    sharp direction: its subspace rotation, leading escape and entry, the eigenvalue gap and the
+    loss change (see `intervals`)."""
+    rows = []
+    for order in experiment.orders:
+        pooled = _kept(experiment, results, order)["all"]
+        if not len(pooled):
+            continue
+        top = pooled.loc[pooled["rotation"].idxmax()]
+        change = loss_change(pooled)
+        rows.append({"order": order, "seed": int(top["seed"]), "start": int(top["start"]),
+                     "end": int(top["end"]), "rotation": float(top["rotation"]),
+                     "subspace rotation": float(top["subspace rotation"]),
+                     "leading escape": float(top["leading escape"]),
+                     "leading entry": float(top["leading entry"]), "gap": float(top["gap"]),
+                     "loss change": change, "value": float(top[change])})
+    return pd.DataFrame(rows).set_index("order")
 
 
 def coincidence_table(experiment: SharpnessExperiment, results: dict) -> pd.DataFrame:
@@ -287,7 +312,8 @@ def sharpness_numbers(experiment: SharpnessExperiment, results: dict, prefix: st
     ``rot_med_min``/``max`` and ``sub_med_min``/``max`` — the range over seeds of the per-seed
     median leading-vector and subspace rotation; ``rot_med``/``sub_med`` pooled medians;
     ``rot_max``, ``sub_max`` — the largest over the pooled intervals; ``rot_max_where``, and at that
-    interval ``rot_max_sub`` (its subspace rotation), ``rot_max_escape``, ``rot_max_gap`` (the
+    interval ``rot_max_sub`` (its subspace rotation), ``rot_max_escape``, ``rot_max_entry`` (see
+    `intervals`), ``rot_max_gap`` (the
     smaller relative gap (λ₁−λ₂)/λ₁ of its two probes) and ``rot_max_change`` (its loss change);
     ``first_rot_min``/``max`` and ``first_sub_min``/``max`` over the skipped first intervals;
     ``change`` (spike or jump) and ``change_med_min``/``max`` over seeds' medians;
@@ -313,7 +339,7 @@ def sharpness_numbers(experiment: SharpnessExperiment, results: dict, prefix: st
              if value == value]
     frac, step, seed, order = max(peaks)
     n["peak_frac"] = frac
-    n["peak_where"] = (f"at initialisation (seed {seed})" if step == 0 else
+    n["peak_where"] = (f"at initialisation, seed {seed}" if step == 0 else
                        f"{order}, seed {seed}, step {step}")
     for order in experiment.orders[1:]:
         key = order_key(order)
@@ -323,6 +349,7 @@ def sharpness_numbers(experiment: SharpnessExperiment, results: dict, prefix: st
         n[f"{key}_flatter_k"] = int((ratios < 1).sum())
     rotations = rotation_table(experiment, results)
     rho = coincidence_table(experiment, results)
+    largest = largest_rotations(experiment, results)
     pooled_medians = {}
     for order in experiment.orders:
         key, tables = order_key(order), _kept(experiment, results, order)
@@ -337,14 +364,15 @@ def sharpness_numbers(experiment: SharpnessExperiment, results: dict, prefix: st
             n[f"{key}_{short}_max"] = float(pooled[column].max())
             pooled_medians[(order, short)] = n[f"{key}_{short}_med"]
         change = loss_change(pooled)
-        top = pooled.loc[pooled["rotation"].idxmax()] if len(pooled) else None
-        if top is not None:
+        if order in largest.index:
+            top = largest.loc[order]
             n[f"{key}_rot_max_where"] = (f"seed {int(top['seed'])}, steps {int(top['start'])}–"
                                          f"{int(top['end'])}")
             n[f"{key}_rot_max_sub"] = float(top["subspace rotation"])
             n[f"{key}_rot_max_escape"] = float(top["leading escape"])
+            n[f"{key}_rot_max_entry"] = float(top["leading entry"])
             n[f"{key}_rot_max_gap"] = float(top["gap"])
-            n[f"{key}_rot_max_change"] = float(top[change])
+            n[f"{key}_rot_max_change"] = float(top["value"])
         first = pd.concat([intervals(results[(s, order)]).iloc[:experiment.skip_intervals]
                            for s in experiment.seeds])
         n[f"{key}_first_rot_min"], n[f"{key}_first_rot_max"] = _span(first["rotation"])
