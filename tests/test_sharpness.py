@@ -11,7 +11,7 @@ from iteration_order import Runtime, TrajectoryConfig, initial_state, iterates, 
 from iteration_order.hessian import flatten, unflatten
 from iteration_order.sharpness import (HessianProbe, Probe, SharpnessRun, overlap, probe_batch_rows,
                                        probe_iteration, probe_steps, run_probes, sharpness_path,
-                                       subspace_overlap)
+                                       subspace_overlap, subspace_similarity)
 
 TINY = TrajectoryConfig(dataset="synthetic-x2", depth=1, width=6, lr=0.05, batch_size=4, steps=12,
                         seed=3)
@@ -61,6 +61,50 @@ def test_overlap_is_one_for_a_direction_zero_across_and_blind_to_sign_and_scale(
         overlap(v, 0 * v)
 
 
+def _orthonormal(dim, m, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return np.linalg.qr(torch.randn(dim, m, generator=g, dtype=torch.float64).numpy())[0]
+
+
+def test_a_swap_inside_the_subspace_turns_the_leading_vector_but_not_the_subspace():
+    u = _orthonormal(40, 3)
+    swapped = u[:, [1, 0, 2]] * np.array([1.0, -1.0, 1.0])  # new order, one sign flipped
+    assert 1 - overlap(u[:, 0], swapped[:, 0]) == pytest.approx(1.0, abs=1e-12)
+    assert 1 - subspace_similarity(u, swapped) == pytest.approx(0.0, abs=1e-12)
+    # any other basis of the same span: still no subspace rotation, whatever the leading vector does
+    mixed = u @ np.linalg.qr(np.array([[1.0, 2, 0], [0.5, -1, 3], [2, 0, 1]]))[0]
+    assert subspace_similarity(u, mixed) == pytest.approx(1.0, abs=1e-12)
+    assert 0 < 1 - overlap(u[:, 0], mixed[:, 0]) < 1
+
+
+def test_a_rotation_out_of_the_subspace_moves_both_measures():
+    full = _orthonormal(40, 6, seed=1)
+    u, away = full[:, :3], full[:, 3:]  # away is orthogonal to u
+    assert 1 - overlap(u[:, 0], away[:, 0]) == pytest.approx(1.0, abs=1e-12)
+    assert 1 - subspace_similarity(u, away) == pytest.approx(1.0, abs=1e-12)
+    # the leading vector turned by an angle a out of the span, the others stayed: one principal
+    # angle a, two of 0, so the subspace rotation is sin²(a)/3 and the leading one 1 - cos(a)
+    a = 0.7
+    turned = u.copy()
+    turned[:, 0] = np.cos(a) * u[:, 0] + np.sin(a) * away[:, 0]
+    assert 1 - overlap(u[:, 0], turned[:, 0]) == pytest.approx(1 - np.cos(a), abs=1e-12)
+    assert 1 - subspace_similarity(u, turned) == pytest.approx(np.sin(a) ** 2 / 3, abs=1e-12)
+    assert subspace_similarity(turned, u) == pytest.approx(subspace_similarity(u, turned), abs=1e-12)
+    # an exchange across the edge of the subspace (the third vector for the fourth): 1/3
+    edge = np.concatenate([u[:, :2], away[:, :1]], axis=1)
+    assert 1 - subspace_similarity(u, edge) == pytest.approx(1 / 3, abs=1e-12)
+    # columns that are not orthonormal are measured as the subspace they span
+    assert subspace_similarity(u, 3 * u + u[:, [1, 2, 0]]) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_subspace_similarity_refuses_mismatched_or_degenerate_bases():
+    u = _orthonormal(10, 3)
+    with pytest.raises(ValueError, match=r"same shape.*\(10, 3\) and \(10, 2\)"):
+        subspace_similarity(u, u[:, :2])
+    with pytest.raises(ValueError, match="linearly dependent"):
+        subspace_similarity(u, u[:, [0, 1, 1]])
+
+
 def _plain_and_probed(tiny_problem, order):
     model, x, y, schedule = tiny_problem
     maps = sgd_maps(model, F.mse_loss, x, y, schedule, lr=0.1)
@@ -101,7 +145,9 @@ def test_probing_leaves_the_iterates_the_model_and_the_random_streams_untouched(
         assert torch.equal(t, before[k])
     assert all(p.grad is None for p in model.parameters())
     assert record["steps"] == [2, 4, 6] and record["curve_steps"] == [1, 2, 3, 4, 5, 6]
-    assert record["overlap"][0] is None and all(0 <= o <= 1 + 1e-12 for o in record["overlap"][1:])
+    for key in ("overlap", "subspace_overlap", "reverse_subspace_overlap",
+                "subspace_similarity"):
+        assert record[key][0] is None and all(0 <= o <= 1 + 1e-12 for o in record[key][1:]), key
 
 
 def test_losses_and_overlaps_recorded_are_those_of_the_iterates(tiny_problem):
@@ -115,6 +161,13 @@ def test_losses_and_overlaps_recorded_are_those_of_the_iterates(tiny_problem):
            for n in (2, 4)}
     expected = overlap(top[2].eigenvectors[:, -1].numpy(), top[4].eigenvectors[:, -1].numpy())
     assert record["overlap"][1] == pytest.approx(expected, abs=1e-6)
+    top_pair = {n: top[n].eigenvectors[:, -2:].numpy() for n in (2, 4)}
+    assert record["subspace_similarity"][1] == pytest.approx(
+        subspace_similarity(top_pair[2], top_pair[4]), abs=1e-6)
+    assert record["subspace_overlap"][1] == pytest.approx(
+        subspace_overlap(top_pair[2][:, -1], top_pair[4]), abs=1e-6)
+    assert record["reverse_subspace_overlap"][1] == pytest.approx(
+        subspace_overlap(top_pair[4][:, -1], top_pair[2]), abs=1e-6)
     assert record["sharpness"][0] == pytest.approx(float(top[2].eigenvalues[-1]), rel=1e-6)
 
 
@@ -155,7 +208,8 @@ def test_two_runs_give_identical_numbers_and_the_cache_round_trips(tmp_path):
     assert not first["from_cache"] and not second["from_cache"] and again["from_cache"]
     assert sharpness_path(run, runtime(tmp_path / "a")).is_file()
     numbers = ("steps", "eigenvalues", "sharpness", "probe_loss", "overlap", "subspace_overlap",
-               "curve_steps", "curve_loss", "applications", "config")
+               "reverse_subspace_overlap", "subspace_similarity", "curve_steps", "curve_loss",
+               "applications", "config")
     for key in numbers:
         assert first[key] == second[key] == again[key], key
     assert first["steps"] == [0, 4, 8, 12] and first["applications"] == 4 + 8 + 12

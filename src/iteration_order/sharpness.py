@@ -11,11 +11,27 @@ the leading Hessian eigenvectors. This module measures both along the iterates o
   examples), the top ``eigenpairs`` eigenvalues of its Hessian and the leading eigenvector;
 * `run_probes` produces the iterates at the probe steps 0, k, 2k, … with ``iterates(run.maps,
   run.state0, order, at=...)`` and records, per probe, the eigenvalues, the probe-batch loss and
-  the rotation of the leading eigenvector since the previous probe, |⟨v_t, v_{t+k}⟩| (and the
-  norm of v_t's projection on the top-``eigenpairs`` subspace at t+k, which tells a swap of two
-  nearly equal eigenvalues from a genuine rotation). The forward order also records the probe-batch
-  loss every ``curve_every`` steps, which costs no restart, to see spikes between probes.
-  Eigenvectors live in memory only for these overlaps: results files hold numbers, never vectors.
+  three overlaps with the previous probe (``None`` at the first):
+
+  - ``overlap`` = |⟨v_t, v_{t+k}⟩| of the leading unit eigenvectors (1 − overlap is the
+    *leading-vector rotation*);
+  - ``subspace_similarity`` = (1/m) Σ_i cos² φ_i over the m = ``eigenpairs`` principal angles φ_i
+    between the top-m eigenvector subspaces U_t and U_{t+k} (for orthonormal bases,
+    ‖U_tᵀ U_{t+k}‖_F² / m; 1 − it is the *subspace rotation*). It is 1 when the top-m
+    subspace stayed put, whatever happened inside it, and 0 when the new one is orthogonal to the
+    old. Two nearly equal eigenvalues that swap places turn the leading vector by up to 90° (a
+    leading-vector rotation near 1) but leave the subspace, and its rotation near 0; a direction
+    that leaves the subspace moves both. An exchange across its edge (the m-th eigenvalue against
+    the (m+1)-th) does count as a subspace rotation, of up to 1/m;
+  - ``subspace_overlap`` = ‖U_{t+k}ᵀ v_t‖: how much of the old leading vector lies in the new
+    top-m subspace, and ``reverse_subspace_overlap`` = ‖U_tᵀ v_{t+k}‖: how much of the new leading
+    vector lay in the old one. Both near 1 with a leading-vector rotation near 1: the sharpest
+    direction changed places with another of the top m; the reverse one well below 1: the new
+    sharpest direction came from outside the old top m.
+
+  The forward order also records the probe-batch loss every ``curve_every`` steps, which costs no
+  restart, to see spikes between probes. Eigenvectors live in memory only for these overlaps:
+  results files hold numbers, never vectors.
 
 Libraries: Hessian-vector products and Lanczos come from `hessian` (``torch.func`` forward-over-
 reverse, ``scipy.sparse.linalg.eigsh(which="LA")``), each Lanczos start vector from its own named
@@ -42,13 +58,15 @@ from .seeding import generator
 from .trajectory import TRAJECTORY_MODULES, Runtime, TrajectoryConfig, prepare, resolve_device
 
 __all__ = ["Probe", "SharpnessRun", "HessianProbe", "Reading", "probe_steps",
-           "probe_batch_rows", "overlap", "subspace_overlap", "probe_iteration", "run_probes",
-           "sharpness_path"]
+           "probe_batch_rows", "overlap", "subspace_overlap", "subspace_similarity",
+           "probe_iteration", "run_probes", "sharpness_path"]
 
 RESULTS_SUBDIR = "sharpness"
 # What determines a probe result: the trajectory's code, the Hessian tools and this module.
 MODULES = (*TRAJECTORY_MODULES, "hessian", "sharpness")
-_PER_PROBE = ("eigenvalues", "sharpness", "probe_loss", "overlap", "subspace_overlap")
+# None at the first probe
+_OVERLAPS = ("overlap", "subspace_overlap", "reverse_subspace_overlap", "subspace_similarity")
+_PER_PROBE = ("eigenvalues", "sharpness", "probe_loss", *_OVERLAPS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -147,6 +165,26 @@ def subspace_overlap(u: np.ndarray, basis: np.ndarray) -> float:
     return float(np.linalg.norm(basis.T @ u) / np.linalg.norm(u))
 
 
+def subspace_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """The mean squared cosine of the principal angles between the column spans of ``a`` and
+    ``b`` (``[dim, m]`` each, full column rank): 1 for the same subspace, whatever basis either
+    uses, 0 for orthogonal ones. The columns are orthonormalised first (QR), so Lanczos vectors
+    that are orthogonal only to its tolerance are measured as the subspace they span; the cosines
+    are then the singular values of QₐᵀQ_b, and the mean of their squares is ‖QₐᵀQ_b‖_F² / m."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 2 or a.shape != b.shape or not 1 <= a.shape[1] <= a.shape[0]:
+        raise ValueError(f"subspace_similarity needs two [dim, m] arrays of the same shape with "
+                         f"1 <= m <= dim; got shapes {a.shape} and {b.shape}")
+    qa, ra = np.linalg.qr(a)
+    qb, rb = np.linalg.qr(b)
+    for name, r in (("a", ra), ("b", rb)):
+        diag = np.abs(np.diag(r))
+        if diag.min() <= 1e-12 * max(diag.max(), 1e-300):
+            raise ValueError(f"subspace_similarity: the columns of {name} are linearly dependent "
+                             f"(they span fewer than {a.shape[1]} dimensions)")
+    return float(np.sum((qa.T @ qb) ** 2) / a.shape[1])
+
+
 # ------------------------------------------------------------------------------------------------
 # Probing the iterates of a run
 # ------------------------------------------------------------------------------------------------
@@ -158,8 +196,8 @@ def probe_iteration(states, probe: HessianProbe, steps, curve_steps=()) -> dict:
     are with probe j-1 (``None`` for the first).
     """
     steps, curve_steps = set(steps), set(curve_steps)
-    out = {k: [] for k in ("steps", "eigenvalues", "sharpness", "probe_loss", "overlap",
-                           "subspace_overlap", "curve_steps", "curve_loss")}
+    out = {k: [] for k in ("steps", "eigenvalues", "sharpness", "probe_loss", *_OVERLAPS,
+                           "curve_steps", "curve_loss")}
     previous: Reading | None = None
     for n, state in states:
         if n in steps:
@@ -172,6 +210,11 @@ def probe_iteration(states, probe: HessianProbe, steps, curve_steps=()) -> dict:
                                   overlap(previous.vectors[:, 0], reading.vectors[:, 0]))
             out["subspace_overlap"].append(None if previous is None else
                                            subspace_overlap(previous.vectors[:, 0], reading.vectors))
+            out["reverse_subspace_overlap"].append(
+                None if previous is None else subspace_overlap(reading.vectors[:, 0],
+                                                               previous.vectors))
+            out["subspace_similarity"].append(None if previous is None else
+                                              subspace_similarity(previous.vectors, reading.vectors))
             previous = reading
         if n in curve_steps:
             out["curve_steps"].append(n)
@@ -235,8 +278,7 @@ def _decoded(result: dict) -> dict:
     legitimately None, at the first probe (nothing to compare with), and stay so."""
     numbers = {key: nan_for_null(result[key])
                for key in ("eigenvalues", "sharpness", "probe_loss", "curve_loss")}
-    overlaps = {key: result[key][:1] + nan_for_null(result[key][1:])
-                for key in ("overlap", "subspace_overlap")}
+    overlaps = {key: result[key][:1] + nan_for_null(result[key][1:]) for key in _OVERLAPS}
     return {**result, **numbers, **overlaps}
 
 
