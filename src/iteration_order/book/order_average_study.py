@@ -355,10 +355,10 @@ def _listed(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" and {items[-1]}"
 
 
-def _range_text(low: float, high: float, spec: str) -> str:
-    """'0.26' when both ends print alike, else '0.26–0.31'."""
+def _range_text(low: float, high: float, spec: str, joint: str = "–") -> str:
+    """'0.26' when both ends print alike, else '0.26–0.31' (or joined by ``joint``)."""
     a, b = format(low, spec), format(high, spec)
-    return a if a == b else f"{a}–{b}"
+    return a if a == b else f"{a}{joint}{b}"
 
 
 def _span(values) -> tuple[float, float]:
@@ -387,10 +387,15 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
     average, regulariser) ``second_n`` runs, ``second_diff_min``/``max``,
     ``second_ratio_max`` (largest |difference| / σ), ``second_beyond_k`` (how many exceed σ),
     ``second_steps_max`` (largest |difference| over the large batch's descent per step in the
-    window), and per group ``small_diff_``, ``average_diff_``, ``natural_diff_``, ``grid_diff_``
-    ``min``/``max``; the large batch at rate h/c: ``slow_diff_text``, ``slow_ratio_min``."""
+    window), and for them all (``second_``) and per group (``small_``, ``average_``,
+    ``natural_``, ``grid_``) ``diff_min``/``max`` and ``diff_text`` ('+0.0001 to +0.0003',
+    'none'); the large batch at rate h/c: ``slow_diff_text``, ``slow_ratio_min``; and
+    as text, ``seeds_text``, ``sigma_text``, ``correction_per_pair_text`` and
+    ``correction_cos_text`` and ``large_test_text``."""
     numbers: dict = {"lr": experiment.lr, "steps": experiment.steps,
-                     "seeds_n": len(experiment.seeds)}
+                     "seeds_n": len(experiment.seeds),
+                     "seeds_text": "one seed" if len(experiment.seeds) == 1 else
+                     f"{len(experiment.seeds)} seeds"}
     batches = {c: closest_multiple(experiment.batch_size, c) for c in experiment.splits}
     usual = Counter(batches.values()).most_common(1)[0][0]  # ties: the first c's
     others = [f"{b} for c = {c}" for c, b in batches.items() if b != usual]
@@ -408,6 +413,9 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
     numbers["correction_per_pair_min"], numbers["correction_per_pair_max"] = per_pair
     numbers["correction_cos_min"], numbers["correction_cos_max"] = \
         _span(start["cos(correction, ∇L_B)"])
+    numbers["correction_per_pair_text"] = _range_text(*per_pair, ".3f", " to ")
+    numbers["correction_cos_text"] = _range_text(numbers["correction_cos_min"],
+                                                 numbers["correction_cos_max"], ".2f", " to ")
     numbers["threshold_ratio_min"] = threshold * per_pair[0]
     numbers["threshold_ratio_max"] = threshold * per_pair[1]
 
@@ -422,8 +430,12 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
     larges = [results[(s, c, LARGE)] for s in experiment.seeds for c in experiment.splits]
     numbers["large_test_min"], numbers["large_test_max"] = _span(
         [r["test_loss"][-1] for r in larges])
+    numbers["large_test_text"] = _range_text(numbers["large_test_min"],
+                                             numbers["large_test_max"], ".4f", " to ")
     numbers["sigma_min"], numbers["sigma_max"] = _span(
         [loss_fluctuation(r, tail) for r in larges])
+    numbers["sigma_text"] = _range_text(numbers["sigma_min"], numbers["sigma_max"], ".4f",
+                                        " to ")
     numbers["sigma_steps"] = min(len(_tail_steps(r, tail)) for r in larges)
     numbers["sigma_dof"] = numbers["sigma_steps"] - TREND_DEGREE - 1
     window = sorted({n for r in larges for n in _tail_steps(r, tail)})
@@ -432,7 +444,6 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
     names = table.index.get_level_values("variant")
     second = table[names != LARGE_SLOW]
     numbers["second_n"] = len(second)
-    numbers["second_diff_min"], numbers["second_diff_max"] = _span(second["test loss − large"])
     numbers["second_ratio_max"] = float(second["|difference| / σ"].max()) if len(second) \
         else math.nan
     numbers["second_beyond_k"] = int(second["beyond σ"].sum())
@@ -443,9 +454,12 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
     groups = {"small": names == SMALL, "average": names == AVERAGE,
               "natural": names == NATURAL,
               "grid": [n not in (LARGE_SLOW, SMALL, AVERAGE, NATURAL) for n in names]}
+    groups["second"] = names != LARGE_SLOW
     for key, mask in groups.items():
-        numbers[f"{key}_diff_min"], numbers[f"{key}_diff_max"] = _span(
-            table[mask]["test loss − large"])
+        low, high = _span(table[mask]["test loss − large"])
+        numbers[f"{key}_diff_min"], numbers[f"{key}_diff_max"] = low, high
+        numbers[f"{key}_diff_text"] = _range_text(low, high, "+.4f", " to ") \
+            if not math.isnan(low) else "none"
     slow = table[names == LARGE_SLOW]
     slow_by_c = slow["test loss − large"].groupby(level="c")
     numbers["slow_diff_text"] = _listed(
@@ -471,9 +485,9 @@ def summary_markdown(numbers: dict) -> str:
     if n["second_n"]:
         diffs = (f"The {n['second_n']} runs that trained to the end and differ from the large step "
                  f"only at second order in h (small batches, order average, regulariser) ended "
-                 f"between {n['second_diff_min']:+.4f} and {n['second_diff_max']:+.4f} from the "
+                 f"{n['second_diff_text']} from the "
                  f"large batch's final test loss "
-                 f"({_range_text(n['large_test_min'], n['large_test_max'], '.4f')}). ")
+                 f"({n['large_test_text']}). ")
     else:
         diffs = "No run that differs from the large step at second order trained to the end. "
     scale = (f"One seed and {n['eval_test_text']} resolve no difference smaller than the large "
