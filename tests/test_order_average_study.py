@@ -207,6 +207,9 @@ def test_page_numbers_and_summary_follow_the_runs():
                            "diverged, and 0 of 5 below it")
     assert "c = 3: λ = 1h² by step 6 and λ = 2h² by step 4" in text
     assert "1 of 7 exceed σ: those below σ are not resolved" in text
+    # every fake run follows the large batch's wiggles: each nonzero difference is steady
+    assert numbers["paired_beyond_k"] == 3
+    assert numbers["paired_beyond_text"] == "c = 2: small and λ = 1h²; c = 3: λ = ½h′²"
     assert text.index("Divergences") < text.index("Test loss against the large batch")
 
 
@@ -219,3 +222,19 @@ def test_the_caption_names_the_paper_figures_sampling_profile_and_divergences():
     assert "at the cpu profile (seed 0; rows c = 2 and 3)" in caption
     assert "every 2nd step" in caption and "all training images and all test images" in caption
     assert caption.endswith("λ = 2h² for c = 3 by step 4.")
+
+
+def test_the_paired_fluctuation_cancels_shared_noise():
+    from iteration_order.book.order_average_study import differences_table
+
+    # a run that follows the large batch's wiggles with a constant offset has a steady
+    # difference; one that wiggles against it has a difference that moves twice as much
+    results = _fake_results(GRID, offsets={(2, "small"): 0.001})
+    against = results[(0, 2, lambda_label(0.5))]
+    against["test_loss"] = [1.0 - 0.01 * n - WIGGLE * (-1) ** (n // 2)
+                            for n in against["recorded_steps"]]
+    table = differences_table(GRID, results)
+    assert table.loc[(0, 2, "small"), "σ of difference"] == pytest.approx(0, abs=1e-12)
+    large_sigma = table.loc[(0, 2, "small"), "σ of large"]
+    assert table.loc[(0, 2, lambda_label(0.5)), "σ of difference"] == pytest.approx(
+        2 * large_sigma, rel=1e-6)

@@ -326,12 +326,26 @@ def _descent_per_step(result: dict, tail: float) -> float:
     return (first - last) / (steps[-1] - steps[0]) if steps[-1] > steps[0] else math.nan
 
 
+def _paired_fluctuation(result: dict, reference: dict, tail: float) -> float:
+    """`loss_fluctuation` of the difference curve result − reference (same seed and batches):
+    how much the difference itself moves from one recorded step to the next, beyond its trend.
+    Both runs see the same batches, so much of the batch noise cancels here; what is left says
+    how steady the final difference is within this one seed."""
+    n = min(len(result["recorded_steps"]), len(reference["recorded_steps"]))
+    difference = {"config": result["config"], "recorded_steps": result["recorded_steps"][:n],
+                  "diverged_at": None,
+                  "test_loss": [a - b for a, b in zip(result["test_loss"][:n],
+                                                      reference["test_loss"][:n])]}
+    return loss_fluctuation(difference, tail)
+
+
 def differences_table(experiment: OrderAverageExperiment, results: dict,
                       tail: float = FLUCTUATION_TAIL) -> pd.DataFrame:
     """One row per run that trained to its last step, other than the large batch itself, indexed
     by (seed, c, variant): its final test loss, minus the large batch's (same seed and c), the
-    large batch's `loss_fluctuation` σ, |difference| / σ and whether the difference
-    exceeds σ (below it: not resolved by one seed and this evaluation subset)."""
+    large batch's `loss_fluctuation` σ, |difference| / σ, whether the difference exceeds σ
+    (below it: not resolved by one seed and this evaluation subset), and the fluctuation of the
+    difference curve itself over the same window (`_paired_fluctuation`)."""
     rows = []
     for (seed, c, name), r in results.items():
         if name == LARGE or r["diverged_at"] is not None:
@@ -341,9 +355,10 @@ def differences_table(experiment: OrderAverageExperiment, results: dict,
         delta = r["test_loss"][-1] - reference["test_loss"][-1]
         rows.append({"seed": seed, "c": c, "variant": name, "final test loss": r["test_loss"][-1],
                      "test loss − large": delta, "σ of large": sigma,
-                     "|difference| / σ": abs(delta) / sigma, "beyond σ": abs(delta) > sigma})
+                     "|difference| / σ": abs(delta) / sigma, "beyond σ": abs(delta) > sigma,
+                     "σ of difference": _paired_fluctuation(r, reference, tail)})
     columns = ["seed", "c", "variant", "final test loss", "test loss − large", "σ of large",
-               "|difference| / σ", "beyond σ"]
+               "|difference| / σ", "beyond σ", "σ of difference"]
     return pd.DataFrame(rows, columns=columns).set_index(["seed", "c", "variant"])
 
 
@@ -389,7 +404,9 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
     ``second_steps_max`` (largest |difference| over the large batch's descent per step in the
     window), and for them all (``second_``) and per group (``small_``, ``average_``,
     ``natural_``, ``grid_``) ``diff_min``/``max`` and ``diff_text`` ('+0.0001 to +0.0003',
-    'none'); the large batch at rate h/c: ``slow_diff_text``, ``slow_ratio_min``; and
+    'none'); ``paired_beyond_k`` and ``paired_beyond_text``: which of the second-order
+    differences exceed the fluctuation of their own difference curve (steady within this seed);
+    the large batch at rate h/c: ``slow_diff_text``, ``slow_ratio_min``; and
     as text, ``seeds_text``, ``sigma_text``, ``correction_per_pair_text`` and
     ``correction_cos_text`` and ``large_test_text``."""
     numbers: dict = {"lr": experiment.lr, "steps": experiment.steps,
@@ -447,6 +464,13 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
     numbers["second_ratio_max"] = float(second["|difference| / σ"].max()) if len(second) \
         else math.nan
     numbers["second_beyond_k"] = int(second["beyond σ"].sum())
+    steady = second[second["test loss − large"].abs() > second["σ of difference"]]
+    numbers["paired_beyond_k"] = len(steady)
+    groups_text = []
+    for (seed, c), part in steady.groupby(level=["seed", "c"], sort=True):
+        where = (f"seed {seed}, " if len(experiment.seeds) > 1 else "") + f"c = {c}"
+        groups_text.append(f"{where}: {_listed(list(part.index.get_level_values('variant')))}")
+    numbers["paired_beyond_text"] = "; ".join(groups_text) or "none"
     descent = {(s, c): _descent_per_step(results[(s, c, LARGE)], tail)
                for s in experiment.seeds for c in experiment.splits}
     in_steps = [abs(d) / descent[(s, c)] for (s, c, _), d in second["test loss − large"].items()]
@@ -499,7 +523,10 @@ def summary_markdown(numbers: dict) -> str:
         verdict = (f"The largest of these differences is {n['second_ratio_max']:.2f}σ, and "
                    f"{n['second_beyond_k']} of {n['second_n']} exceed σ: "
                    + ("none of them is resolved." if n["second_beyond_k"] == 0 else
-                      "those below σ are not resolved."))
+                      "those below σ are not resolved.")
+                   + f" Within this run, {n['paired_beyond_k']} of them exceed the fluctuation "
+                   f"of their own difference curve over the same steps, so that their sign holds "
+                   f"steady at the end of training: {n['paired_beyond_text']}.")
     else:
         verdict = ""
     slow = (f" The large batch at the rate h/c ended higher by {n['slow_diff_text']} (at least "
