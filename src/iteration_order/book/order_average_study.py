@@ -6,12 +6,18 @@ each λ). From its results:
 
 * `correction_at_start` — the size and direction of the correction at θ_0 on the first batch;
 * `summary_table` — where each run ended, against the large batch;
-* `plot_curves` — the page's figure: train and test loss, and the test loss minus the large
-  batch's on a symmetric log scale.
+* `regularised_runs` and `divergence_summary` — which regularised runs diverged, against the size
+  of the correction, λ·c(c−1), measured in h²;
+* `loss_fluctuation` and `differences_table` — each finite run's final test loss minus the
+  large batch's, against the scale one seed and the evaluation subset resolve;
+* `page_numbers` — every number the page's summary and conclusion quote, by glue key;
+* `plot_curves` and `curves_caption` — the page's figure: train and test loss, and the test loss
+  minus the large batch's on a symmetric log scale, with its caption.
 """
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -22,11 +28,16 @@ import seaborn as sns
 from ..hessian import flatten
 from ..order_average import closest_multiple, gradients_and_correction, micro_batch_rows
 from ..parallel import run_many
+from ..stability import TREND_DEGREE
 from ..trajectory import Runtime, TrajectoryConfig, prepare
 from ..validation import check_bool, check_int, check_list, check_number
+from .plots import describe_steps
 
-__all__ = ["OrderAverageExperiment", "correction_at_start", "summary_table", "plot_curves",
-           "lambda_label"]
+__all__ = ["OrderAverageExperiment", "correction_at_start", "corrections_at_start",
+           "summary_table", "regularised_runs", "divergence_summary", "loss_fluctuation",
+           "differences_table", "page_numbers", "summary_markdown", "plot_curves",
+           "curves_caption", "lambda_label", "DIVERGENCE_LOAD", "FLUCTUATION_TAIL",
+           "MIN_FLUCTUATION_STEPS"]
 
 # ------------------------------------------------------------------------------------------------
 # The experiment of Figures 14–19: every update on the same batches, one cached run each
@@ -162,6 +173,367 @@ def summary_table(experiment: OrderAverageExperiment, results: dict) -> pd.DataF
     return pd.DataFrame(rows).set_index(["seed", "c", "variant"])
 
 
+def corrections_at_start(experiment: OrderAverageExperiment,
+                         runtime: Runtime = Runtime()) -> pd.DataFrame:
+    """`correction_at_start` for every seed, indexed by (seed, c), with the ratio per ordered
+    pair of micro-batches, ratio / (c(c−1)): the correction sums c(c−1) terms H_i g_j, so a ratio
+    per pair that stays put across c says that the correction grows like c(c−1)."""
+    frames = {seed: correction_at_start(experiment, seed, runtime) for seed in experiment.seeds}
+    table = pd.concat(frames, names=["seed"])
+    pairs = np.array([c * (c - 1) for c in table.index.get_level_values("c")])
+    table.insert(table.columns.get_loc("ratio") + 1, "ratio per pair", table["ratio"] / pairs)
+    return table
+
+
+# ------------------------------------------------------------------------------------------------
+# Which regularised runs diverged, against the size of the correction
+# ------------------------------------------------------------------------------------------------
+
+# The load λ·c(c−1), in units of h², from which the regularised runs diverged in the first cpu run
+# of this page (every run at 4h² or more diverged, every run at 3h² or less trained). It describes
+# those runs, it does not predict them: `divergence_summary` reports the largest load that trained
+# and the smallest that diverged, so that the page shows whether it still separates them. Why this
+# product: the correction sums c(c−1) terms H_i g_j, and `corrections_at_start` measures their size
+# per pair nearly the same for every c.
+DIVERGENCE_LOAD = 4.0
+
+
+def _is_regularised(result: dict) -> bool:
+    return result["config"].get("update") == "regularised"
+
+
+def _in_h2(value: float, lr: float) -> float:
+    """``value`` in units of h², rounded to 12 significant digits so that 2e-6 / 0.001² is 2 and
+    a load equal to the threshold is not a rounding error below it."""
+    return float(f"{value / lr ** 2:.12g}")
+
+
+def regularised_runs(experiment: OrderAverageExperiment, results: dict,
+                     threshold: float = DIVERGENCE_LOAD) -> pd.DataFrame:
+    """One row per regularised run (those at λ = ½h′² included), indexed by (seed, c, variant)
+    and sorted by λ: λ and the load λ·c(c−1), both in units of h², whether the load is at or above
+    ``threshold`` (in h²) and the first recorded step with a non-finite loss ('' if the run
+    trained to its last step)."""
+    check_number("threshold", threshold, 0, low_open=True)
+    rows = []
+    for (seed, c, name), r in results.items():
+        if not _is_regularised(r):
+            continue
+        multiple = _in_h2(r["config"]["reg_lambda"], experiment.lr)
+        load = float(f"{multiple * c * (c - 1):.12g}")
+        rows.append({"seed": seed, "c": c, "variant": name, "λ / h²": multiple,
+                     "λ·c(c−1) / h²": load, "at or above threshold": load >= threshold,
+                     "diverged by step": "" if r["diverged_at"] is None else r["diverged_at"]})
+    columns = ["seed", "c", "variant", "λ / h²", "λ·c(c−1) / h²", "at or above threshold",
+               "diverged by step"]
+    table = pd.DataFrame(rows, columns=columns).sort_values(["seed", "c", "λ / h²"])
+    return table.set_index(["seed", "c", "variant"])
+
+
+def _diverged(runs: pd.DataFrame) -> pd.Series:
+    return runs["diverged by step"] != ""
+
+
+def _diverged_text(runs: pd.DataFrame) -> str:
+    """'c = 2: λ = 2h² by step 70 and λ = 4h² by step 30; c = 3: …' (each part opens with the
+    seed when there are several), or 'none'."""
+    gone = runs[_diverged(runs)]
+    seeds = runs.index.get_level_values("seed").unique()
+    parts = []
+    for (seed, c), part in gone.groupby(level=["seed", "c"], sort=True):
+        items = [f"{name} by step {step}" for (_, _, name), step
+                 in part["diverged by step"].items()]
+        listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" and {items[-1]}"
+        parts.append((f"seed {seed}, " if len(seeds) > 1 else "") + f"c = {c}: {listed}")
+    return "; ".join(parts) or "none"
+
+
+def divergence_summary(experiment: OrderAverageExperiment, results: dict,
+                       threshold: float = DIVERGENCE_LOAD) -> dict:
+    """How many regularised runs diverged at a load λ·c(c−1) at or above ``threshold`` (in h²)
+    and how many below it.
+
+    Keys: ``threshold``; ``above_n`` runs at or above it, of which ``above_diverged`` diverged;
+    ``below_n`` and ``below_diverged`` likewise; ``diverged_text`` (which c and λ, by which step;
+    'none'); ``trained_load_max``, the largest load of a run that trained to its last step, and
+    ``diverged_load_min``, the smallest of a run that diverged (NaN where there is none);
+    ``separates``, whether every run at or above the threshold diverged and none below it."""
+    runs = regularised_runs(experiment, results, threshold)
+    above, gone = runs["at or above threshold"], _diverged(runs)
+    loads = runs["λ·c(c−1) / h²"]
+    out = {"threshold": float(threshold),
+           "above_n": int(above.sum()), "above_diverged": int((above & gone).sum()),
+           "below_n": int((~above).sum()), "below_diverged": int((~above & gone).sum()),
+           "diverged_text": _diverged_text(runs),
+           "trained_load_max": float(loads[~gone].max()) if (~gone).any() else math.nan,
+           "diverged_load_min": float(loads[gone].min()) if gone.any() else math.nan}
+    out["separates"] = (out["above_diverged"] == out["above_n"]) and out["below_diverged"] == 0
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Test-loss differences against the large batch, and the scale one seed resolves
+# ------------------------------------------------------------------------------------------------
+
+FLUCTUATION_TAIL = 0.25     # the window: the last quarter of training, as on the figure pages
+MIN_FLUCTUATION_STEPS = 5   # recorded steps in it: a quadratic trend then leaves 2 or more
+                            # degrees of freedom for the residuals
+
+
+def _tail_steps(result: dict, tail: float) -> list[int]:
+    """The steps a run recorded in the last ``tail`` fraction of its training (step 0 never)."""
+    check_number("tail", tail, 0, 1, low_open=True)
+    start = result["config"]["steps"] * (1 - tail)
+    return [n for n in result["recorded_steps"] if n >= start and n > 0]
+
+
+def loss_fluctuation(result: dict, tail: float = FLUCTUATION_TAIL,
+                     min_steps: int = MIN_FLUCTUATION_STEPS, key: str = "test_loss") -> float:
+    """How much one run's test loss (or the curve ``key``) moves from one recorded step to the next beyond its smooth
+    descent: the residual standard deviation of the test loss about its least-squares quadratic
+    in the step, over the steps recorded in the last ``tail`` of training (K − 3 degrees of
+    freedom for K steps). It is the figure pages' spread (`iteration_order.stability`), taken of
+    the loss itself, not of its logarithm, because the differences it is compared with are in
+    loss units.
+
+    Why this is the scale to compare a final test-loss difference with: the wiggles about the
+    trend come from which batches were drawn, measured on this fixed evaluation subset; another
+    seed draws other batches, so a difference between two runs smaller than this is within what
+    the batch draw alone moves a run's final test loss by, and one seed cannot attribute it to
+    the update. Raises ValueError for a diverged run or too few steps in the window."""
+    check_int("min_steps", min_steps, TREND_DEGREE + 2)
+    if result["diverged_at"] is not None:
+        raise ValueError(f"the run diverged by step {result['diverged_at']}: its test loss has "
+                         f"no fluctuation to measure")
+    steps = _tail_steps(result, tail)
+    if len(steps) < min_steps:
+        raise ValueError(f"the test-loss fluctuation needs at least {min_steps} recorded steps in "
+                         f"the last {tail:.0%} of training; the run recorded {len(steps)} there "
+                         f"({steps}): record more often (record_forward)")
+    where = {n: i for i, n in enumerate(result["recorded_steps"])}
+    values = np.array([result[key][where[n]] for n in steps], dtype=float)
+    x = np.asarray(steps, dtype=float)
+    # Polynomial.fit maps the steps onto [-1, 1] first, so the fit is well conditioned
+    residuals = values - np.polynomial.Polynomial.fit(x, values, TREND_DEGREE)(x)
+    return float(np.sqrt((residuals ** 2).sum() / (len(values) - TREND_DEGREE - 1)))
+
+
+def _descent_per_step(result: dict, tail: float) -> float:
+    """The mean fall of the test loss per step over the window (positive while it descends)."""
+    steps = _tail_steps(result, tail)
+    where = {n: i for i, n in enumerate(result["recorded_steps"])}
+    first, last = result["test_loss"][where[steps[0]]], result["test_loss"][where[steps[-1]]]
+    return (first - last) / (steps[-1] - steps[0]) if steps[-1] > steps[0] else math.nan
+
+
+def _paired_fluctuation(result: dict, reference: dict, tail: float) -> float:
+    """`loss_fluctuation` of the difference curve result − reference (same seed and batches):
+    how much the difference itself moves from one recorded step to the next, beyond its trend.
+    Both runs see the same batches, so much of the batch noise cancels here; what is left says
+    how steady the final difference is within this one seed."""
+    n = min(len(result["recorded_steps"]), len(reference["recorded_steps"]))
+    difference = {"config": result["config"], "recorded_steps": result["recorded_steps"][:n],
+                  "diverged_at": None,
+                  "test_loss": [a - b for a, b in zip(result["test_loss"][:n],
+                                                      reference["test_loss"][:n])]}
+    return loss_fluctuation(difference, tail)
+
+
+def differences_table(experiment: OrderAverageExperiment, results: dict,
+                      tail: float = FLUCTUATION_TAIL) -> pd.DataFrame:
+    """One row per run that trained to its last step, other than the large batch itself, indexed
+    by (seed, c, variant): its final test loss, minus the large batch's (same seed and c), the
+    large batch's `loss_fluctuation` σ, |difference| / σ, whether the difference exceeds σ
+    (below it: not resolved by one seed and this evaluation subset), and the fluctuation of the
+    difference curve itself over the same window (`_paired_fluctuation`)."""
+    rows = []
+    for (seed, c, name), r in results.items():
+        if name == LARGE or r["diverged_at"] is not None:
+            continue
+        reference = results[(seed, c, LARGE)]
+        sigma = loss_fluctuation(reference, tail)
+        delta = r["test_loss"][-1] - reference["test_loss"][-1]
+        rows.append({"seed": seed, "c": c, "variant": name, "final test loss": r["test_loss"][-1],
+                     "test loss − large": delta, "σ of large": sigma,
+                     "|difference| / σ": abs(delta) / sigma, "beyond σ": abs(delta) > sigma,
+                     "σ of difference": _paired_fluctuation(r, reference, tail)})
+    columns = ["seed", "c", "variant", "final test loss", "test loss − large", "σ of large",
+               "|difference| / σ", "beyond σ", "σ of difference"]
+    return pd.DataFrame(rows, columns=columns).set_index(["seed", "c", "variant"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Every number the page's summary and conclusion quote
+# ------------------------------------------------------------------------------------------------
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" and {items[-1]}"
+
+
+def _range_text(low: float, high: float, spec: str, joint: str = "–") -> str:
+    """'0.26' when both ends print alike, else '0.26–0.31' (or joined by ``joint``)."""
+    a, b = format(low, spec), format(high, spec)
+    return a if a == b else f"{a}{joint}{b}"
+
+
+def _span(values) -> tuple[float, float]:
+    values = [float(v) for v in values if not math.isnan(float(v))]
+    return (min(values), max(values)) if values else (math.nan, math.nan)
+
+
+def _subset(size: int, what: str) -> str:
+    return f"a fixed subset of {size:,} {what} images" if size else f"all {what} images"
+
+
+def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.DataFrame,
+                 threshold: float = DIVERGENCE_LOAD, tail: float = FLUCTUATION_TAIL) -> dict:
+    """Every number (and listing) the page's summary and conclusion quote, by glue key.
+
+    ``start`` is `corrections_at_start`. Keys: the settings (``lr``, ``steps``, ``seeds_n``,
+    ``batch_text``, ``eval_test_text``, ``record_text``); the correction at θ_0
+    (``correction_ratio_text``, ``correction_per_pair_min``/``max``, ``correction_cos_min``/``max``,
+    ``threshold_ratio_min``/``max``: the correction over the step at a load equal to the
+    threshold); the divergences (`divergence_summary`'s keys, ``threshold`` as
+    ``load_threshold``, and ``load_rule``: 'λ·c(c−1) ≥ 4h²'); the differences against the large
+    batch (`differences_table`): ``large_test_min``/``max``, ``sigma_min``/``max`` with
+    ``sigma_steps`` (recorded steps in the window, fewest over the large runs), ``sigma_dof``,
+    ``sigma_first_step``, ``sigma_last_step`` and ``sigma_tail`` (the window's fraction); for
+    the runs that differ from the large step at second order in h (small batches, order
+    average, regulariser) ``second_n`` runs, ``second_diff_min``/``max``,
+    ``second_ratio_max`` (largest |difference| / σ), ``second_beyond_k`` (how many exceed σ),
+    ``second_steps_max`` (largest |difference| over the large batch's descent per step in the
+    window), and for them all (``second_``) and per group (``small_``, ``average_``,
+    ``natural_``, ``grid_``) ``diff_min``/``max`` and ``diff_text`` ('+0.0001 to +0.0003',
+    'none'); ``paired_beyond_k`` and ``paired_beyond_text``: which of the second-order
+    differences exceed the fluctuation of their own difference curve (steady within this seed);
+    the large batch at rate h/c: ``slow_diff_text``, ``slow_ratio_min``; and
+    as text, ``seeds_text``, ``sigma_text``, ``correction_per_pair_text`` and
+    ``correction_cos_text`` and ``large_test_text``."""
+    numbers: dict = {"lr": experiment.lr, "steps": experiment.steps,
+                     "seeds_n": len(experiment.seeds),
+                     "seeds_text": "one seed" if len(experiment.seeds) == 1 else
+                     f"{len(experiment.seeds)} seeds"}
+    batches = {c: closest_multiple(experiment.batch_size, c) for c in experiment.splits}
+    usual = Counter(batches.values()).most_common(1)[0][0]  # ties: the first c's
+    others = [f"{b} for c = {c}" for c, b in batches.items() if b != usual]
+    numbers["batch_text"] = f"{usual:,}" + (f" ({', '.join(others)})" if others else "")
+    numbers["eval_test_text"] = _subset(experiment.eval_test_size, "test")
+    first = results[(experiment.seeds[0], experiment.splits[0], LARGE)]
+    numbers["record_text"] = describe_steps(first["recorded_steps"])
+
+    # the correction at θ_0, seed by seed
+    by_c = start["ratio"].groupby(level="c")
+    numbers["correction_ratio_text"] = (
+        _listed([_range_text(by_c.min()[c], by_c.max()[c], ".2f") for c in experiment.splits])
+        + " for c = " + _listed([str(c) for c in experiment.splits]))
+    per_pair = _span(start["ratio per pair"])
+    numbers["correction_per_pair_min"], numbers["correction_per_pair_max"] = per_pair
+    numbers["correction_cos_min"], numbers["correction_cos_max"] = \
+        _span(start["cos(correction, ∇L_B)"])
+    numbers["correction_per_pair_text"] = _range_text(*per_pair, ".3f", " to ")
+    numbers["correction_cos_text"] = _range_text(numbers["correction_cos_min"],
+                                                 numbers["correction_cos_max"], ".2f", " to ")
+    numbers["threshold_ratio_min"] = threshold * per_pair[0]
+    numbers["threshold_ratio_max"] = threshold * per_pair[1]
+
+    # the divergences
+    divergence = divergence_summary(experiment, results, threshold)
+    numbers["load_threshold"] = divergence.pop("threshold")
+    numbers["load_rule"] = f"λ·c(c−1) ≥ {threshold:g}h²"
+    numbers.update(divergence)
+
+    # the differences against the large batch, against its own fluctuation
+    table = differences_table(experiment, results, tail)
+    larges = [results[(s, c, LARGE)] for s in experiment.seeds for c in experiment.splits]
+    numbers["large_test_min"], numbers["large_test_max"] = _span(
+        [r["test_loss"][-1] for r in larges])
+    numbers["large_test_text"] = _range_text(numbers["large_test_min"],
+                                             numbers["large_test_max"], ".4f", " to ")
+    numbers["sigma_min"], numbers["sigma_max"] = _span(
+        [loss_fluctuation(r, tail) for r in larges])
+    numbers["sigma_text"] = _range_text(numbers["sigma_min"], numbers["sigma_max"], ".4f",
+                                        " to ")
+    numbers["sigma_steps"] = min(len(_tail_steps(r, tail)) for r in larges)
+    numbers["sigma_dof"] = numbers["sigma_steps"] - TREND_DEGREE - 1
+    window = sorted({n for r in larges for n in _tail_steps(r, tail)})
+    numbers["sigma_first_step"], numbers["sigma_last_step"] = window[0], window[-1]
+    numbers["sigma_tail"] = tail
+    names = table.index.get_level_values("variant")
+    second = table[names != LARGE_SLOW]
+    numbers["second_n"] = len(second)
+    numbers["second_ratio_max"] = float(second["|difference| / σ"].max()) if len(second) \
+        else math.nan
+    numbers["second_beyond_k"] = int(second["beyond σ"].sum())
+    steady = second[second["test loss − large"].abs() > second["σ of difference"]]
+    numbers["paired_beyond_k"] = len(steady)
+    groups_text = []
+    for (seed, c), part in steady.groupby(level=["seed", "c"], sort=True):
+        where = (f"seed {seed}, " if len(experiment.seeds) > 1 else "") + f"c = {c}"
+        groups_text.append(f"{where}: {_listed(list(part.index.get_level_values('variant')))}")
+    numbers["paired_beyond_text"] = "; ".join(groups_text) or "none"
+    descent = {(s, c): _descent_per_step(results[(s, c, LARGE)], tail)
+               for s in experiment.seeds for c in experiment.splits}
+    in_steps = [abs(d) / descent[(s, c)] for (s, c, _), d in second["test loss − large"].items()]
+    numbers["second_steps_max"] = max(in_steps) if in_steps else math.nan
+    groups = {"small": names == SMALL, "average": names == AVERAGE,
+              "natural": names == NATURAL,
+              "grid": [n not in (LARGE_SLOW, SMALL, AVERAGE, NATURAL) for n in names]}
+    groups["second"] = names != LARGE_SLOW
+    for key, mask in groups.items():
+        low, high = _span(table[mask]["test loss − large"])
+        numbers[f"{key}_diff_min"], numbers[f"{key}_diff_max"] = low, high
+        numbers[f"{key}_diff_text"] = _range_text(low, high, "+.4f", " to ") \
+            if not math.isnan(low) else "none"
+    slow = table[names == LARGE_SLOW]
+    slow_by_c = slow["test loss − large"].groupby(level="c")
+    numbers["slow_diff_text"] = _listed(
+        [f"{_range_text(slow_by_c.min()[c], slow_by_c.max()[c], '.2f')} for c = {c}"
+         for c in slow_by_c.groups]) if len(slow) else "not run"
+    numbers["slow_ratio_min"] = float(slow["|difference| / σ"].min()) if len(slow) else math.nan
+    return numbers
+
+
+def summary_markdown(numbers: dict) -> str:
+    """The page's summary, from `page_numbers`: the divergences first, then the test-loss
+    differences against the large batch with their size relative to what one seed resolves."""
+    n = numbers
+    rule = n["load_rule"]
+    lead = (f"**Divergences.** {n['above_diverged']} of {n['above_n']} regularised runs with "
+            f"{rule} diverged, and {n['below_diverged']} of {n['below_n']} below it (the runs at "
+            f"λ = ½h′² included). Diverged (first recorded step with a non-finite loss): "
+            f"{n['diverged_text']}.")
+    if not math.isnan(n["trained_load_max"]) and not math.isnan(n["diverged_load_min"]):
+        lead += (f" The largest λ·c(c−1) that trained to the end is {n['trained_load_max']:g}h², "
+                 f"the smallest that diverged {n['diverged_load_min']:g}h².")
+    sigma = _range_text(n["sigma_min"], n["sigma_max"], ".4f")
+    if n["second_n"]:
+        diffs = (f"The {n['second_n']} runs that trained to the end and differ from the large step "
+                 f"only at second order in h (small batches, order average, regulariser) ended "
+                 f"{n['second_diff_text']} from the "
+                 f"large batch's final test loss "
+                 f"({n['large_test_text']}). ")
+    else:
+        diffs = "No run that differs from the large step at second order trained to the end. "
+    scale = (f"One seed and {n['eval_test_text']} resolve no difference smaller than the large "
+             f"batch's own fluctuation σ = {sigma} (residual standard deviation of its test loss "
+             f"about a quadratic trend over the {n['sigma_steps']} steps it recorded in the last "
+             f"{n['sigma_tail']:.0%} of training, steps "
+             f"{n['sigma_first_step']}–{n['sigma_last_step']}). ")
+    if n["second_n"]:
+        verdict = (f"The largest of these differences is {n['second_ratio_max']:.2f}σ, and "
+                   f"{n['second_beyond_k']} of {n['second_n']} exceed σ: "
+                   + ("none of them is resolved." if n["second_beyond_k"] == 0 else
+                      "those below σ are not resolved.")
+                   + f" Within this run, {n['paired_beyond_k']} of them exceed the fluctuation "
+                   f"of their own difference curve over the same steps, so that their sign holds "
+                   f"steady at the end of training: {n['paired_beyond_text']}.")
+    else:
+        verdict = ""
+    slow = (f" The large batch at the rate h/c ended higher by {n['slow_diff_text']} (at least "
+            f"{n['slow_ratio_min']:.0f}σ)." if not math.isnan(n["slow_ratio_min"]) else "")
+    return lead + "\n\n**Test loss against the large batch.** " + diffs + scale + verdict + slow
+
+
 # baselines in black, grey and blues (colour-blind palette); the λ grid on a sequential ramp
 _STYLE = {LARGE: ("black", "-"), LARGE_SLOW: ("0.55", "--"), SMALL: (0, "-"),
           AVERAGE: (9, (0, (1, 1.5))), NATURAL: (2, "-")}
@@ -178,12 +550,19 @@ def _style(name: str, lambdas: tuple[float, ...]):
 _LINEAR_BELOW = 1e-4  # the difference panel is linear within ±this, logarithmic beyond
 
 
-def plot_curves(experiment: OrderAverageExperiment, results: dict, seed: int):
-    """Rows: the splits c. Columns: train loss, test loss, and the test loss minus the large
+def plot_curves(experiment: OrderAverageExperiment, results: dict, seeds=None):
+    """Rows: each seed of ``seeds`` (one seed or several; default all of the experiment's) and
+    within it each split c. Columns: train loss, test loss, and the test loss minus the large
     batch's on a symmetric log scale, so that differences of 1e-4 and of 0.5 both show."""
-    splits = experiment.splits
-    fig, axes = plt.subplots(len(splits), 3, figsize=(13, 3.1 * len(splits)), squeeze=False)
-    for row, c in zip(axes, splits):
+    seeds = list(experiment.seeds) if seeds is None else \
+        [seeds] if isinstance(seeds, int) else list(seeds)
+    unknown = [s for s in seeds if s not in experiment.seeds]
+    if not seeds or unknown:
+        raise ValueError(f"seeds must be among the experiment's seeds {list(experiment.seeds)}; "
+                         f"got {seeds}")
+    panels = [(seed, c) for seed in seeds for c in experiment.splits]
+    fig, axes = plt.subplots(len(panels), 3, figsize=(13, 3.1 * len(panels)), squeeze=False)
+    for row, (seed, c) in zip(axes, panels):
         names = [n for (s, cc, n) in results if s == seed and cc == c]
         reference = results[(seed, c, LARGE)]
         finite = [results[(seed, c, n)] for n in names
@@ -223,3 +602,42 @@ def plot_curves(experiment: OrderAverageExperiment, results: dict, seed: int):
                       bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
     return fig
+
+
+def curves_caption(experiment: OrderAverageExperiment, results: dict, profile: str) -> str:
+    """The caption of `plot_curves` over all seeds: the paper's figures it reruns, what each
+    panel draws and through which steps, on which images, the runs that diverged, the profile."""
+    seeds = list(experiment.seeds)
+    splits = _listed([str(c) for c in experiment.splits])
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else \
+        f"seeds {_listed([str(s) for s in seeds])}, one block of rows each"
+    spacing = sorted({describe_steps(r["recorded_steps"]) for r in results.values()
+                      if r["diverged_at"] is None})
+    images = ("noise images of the data set's shape (smoke only)" if experiment.fake_data else
+              f"{_subset(experiment.eval_train_size, 'training')} and "
+              f"{_subset(experiment.eval_test_size, 'test')}, the same for every run")
+    averaged = _listed([str(c) for c in experiment.average_splits]) \
+        if experiment.average_splits else ""
+    lines = ["the large batch at rate h (black)"]
+    if experiment.literal_large:
+        lines.append("at rate h/c (grey, dashed)")
+    lines.append("the c small steps at h/c (blue)")
+    if averaged:
+        lines.append(f"the exact average over all c! orders (dotted; c = {averaged})")
+    if experiment.natural_lambda:
+        lines.append("the regulariser at λ = ½h′² (green)")
+    lines.append("the paper's grid of λ (darker for larger λ)")
+    gone = [f"{name} for c = {c}" + (f" (seed {s})" if len(seeds) > 1 else "")
+            + f" by step {r['diverged_at']}"
+            for (s, c, name), r in results.items() if r["diverged_at"] is not None]
+    parts = [f"The paper's Figures 14–19 (train and test loss for c = 2, 3 and 4, one figure "
+             f"each), rerun here in one figure at the {profile} profile ({seed_text}; rows c = "
+             f"{splits}).",
+             f"Columns: train loss, test loss, and the test loss minus the large batch's on a "
+             f"symmetric log scale (linear within ±{_LINEAR_BELOW:g}); losses on "
+             f"{images}, drawn through {' or '.join(spacing)} (step 0 included).",
+             f"Lines: {_listed(lines)}."]
+    if gone:
+        parts.append("Diverged, stopping at the first recorded step with a non-finite loss and "
+                     "leaving through the top of the panels: " + "; ".join(gone) + ".")
+    return " ".join(parts)
