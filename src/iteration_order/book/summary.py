@@ -51,7 +51,8 @@ from ..validation import check_bool, check_choice, check_list, check_number, che
 __all__ = ["CLAIMS", "MIN_INTERVAL_SEEDS", "SummaryConfig", "Summary", "page_experiment",
            "claim_ratios", "claim_evidence", "smallest_sign_p", "t_quantile", "divergence_note",
            "page_claims", "summarise", "claims_table", "verdicts", "claims_display",
-           "claims_by_claim", "decay_table", "summary_numbers", "page_key", "page_links", "claims_caption", "seed_counts_table"]
+           "claims_by_claim", "decay_table", "summary_numbers", "page_key", "page_links",
+           "claims_caption", "seed_counts_table"]
 
 
 class Claim(NamedTuple):
@@ -381,9 +382,10 @@ def _per_seed(text: str) -> list[float]:
 def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> dict:
     """Every number (and list of pages) the summary page's prose quotes, by glue key.
 
-    * ``pages_n``, ``min_interval_seeds``, ``min_tail_steps``, ``level_pct``; ``seeds_max`` (most seeds of any page's claim) with ``sign_p_floor``, the
-      smallest two-sided sign-test p they can give, and ``t_quantile_2``/``_3``/``_5`` (the t
-      factor of a `level` interval from 2, 3, 5 seeds);
+    * ``pages_n``, ``min_interval_seeds``, ``min_tail_steps``, ``level_pct``; ``seeds_max``
+      (most seeds of any page's claim) with ``sign_p_floor``, the smallest two-sided sign-test
+      p they can give, and ``t_quantile_2``/``_3``/``_5`` (the t factor of a `level` interval
+      from 2, 3, 5 seeds);
     * per page, compared order and claim (``<page>_<order>_<claim>_``, `page_key`, `order_key`,
       `pages.CLAIM_KEYS`): ``n``, ``k`` (seeds where it holds), ``p`` (sign test), ``gm``
       (geometric mean), ``low``/``high`` (t-interval; NaN where none), ``min``/``max`` of the

@@ -241,12 +241,12 @@ _CAPTIONS = {
     "constant": "Example 2.4 with S(θ) = −1 and U(θ) = +1, each Tᵢ drawn with probability ½, "
                 "{constant_steps} steps: the iterate xₙ of each order at every step",
     "quadratic": "Section 3.1, Tᵢ(θ) = (1 − h)θ + hεᵢ with h = {quadratic_h}, "
-                 "θ₀ = {quadratic_theta0} and εᵢ of standard deviation {noise_std}: the iterate θₙ of each order at every "
-                 "one of {quadratic_steps} steps",
+                 "θ₀ = {quadratic_theta0} and εᵢ of standard deviation {noise_std}: the iterate "
+                 "θₙ of each order at every one of {quadratic_steps} steps",
     "linear": "Section 3.2 in {linear_dim} dimensions, a random Hessian with eigenvalues from "
-              "{eig_low} to {eig_high}, h = {linear_h} and noise of standard deviation {noise_std} per "
-              "coordinate: the distance of each order's iterate to the minimum θ*, at every one "
-              "of {linear_steps} steps",
+              "{eig_low} to {eig_high}, h = {linear_h} and noise of standard deviation "
+              "{noise_std} per coordinate: the distance of each order's iterate to the minimum "
+              "θ*, at every one of {linear_steps} steps",
     "regression": "Least squares on {regression_points} points in {regression_dim} dimensions, "
                   "SGD with batches of {regression_batch} and h = {regression_h}: the distance "
                   "of each order's iterate to the least-squares solution, at every one of "
