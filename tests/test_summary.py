@@ -13,7 +13,7 @@ from iteration_order.book.summary import (CLAIMS, MIN_INTERVAL_SEEDS, SummaryCon
                                           claims_caption, claims_table, decay_table,
                                           divergence_note, page_claims, page_experiment,
                                           page_links, seed_counts_table, smallest_sign_p,
-                                          summary_numbers,
+                                          spread_check, summary_numbers,
                                           t_quantile, verdicts)
 from iteration_order.trajectory import Runtime
 
@@ -77,6 +77,13 @@ def run(steps, values, order, total=200, diverged_at=None):
 def fake_page(seeds, diverged=None, every=1):
     """Forward noisier than backward on every seed; ``diverged``: {seed: step} where forward
     diverged (its curve stops there with a NaN)."""
+    experiment = SimpleNamespace(seeds=tuple(seeds), orders=("forward", "backward"), tail=0.25)
+    return stability_table(experiment, fake_runs(seeds, diverged, every))
+
+
+def fake_runs(seeds, diverged=None, every=1):
+    """`fake_page`'s runs: a descent exp(-n/100) with noise of standard deviation 0.1 (forward)
+    and 0.03 (backward) in ln(loss), so the fluctuation ratio is 0.3 by construction."""
     diverged = diverged or {}
     results = {}
     for seed in seeds:
@@ -92,8 +99,7 @@ def fake_page(seeds, diverged=None, every=1):
         else:
             results[(seed, "forward")] = run(steps, forward, "forward")
         results[(seed, "backward")] = run(steps, backward, "backward")
-    experiment = SimpleNamespace(seeds=tuple(seeds), orders=("forward", "backward"), tail=0.25)
-    return stability_table(experiment, results)
+    return results
 
 
 def test_diverged_seeds_are_counted_named_and_left_out_of_the_ratios():
@@ -314,3 +320,20 @@ def test_seed_counts_say_what_each_number_of_seeds_can_show():
     assert (five["page-claim rows"], two["page-claim rows"]) == (5, 2)
     seven = claim_evidence([0.5] * 7)  # 2·0.5^7 < 0.05: enough seeds to reach significance
     assert seven["sign p"] < 0.05
+
+
+def test_spread_check_shows_the_plain_std_measuring_the_descent():
+    runs = {"fig04-x2": fake_runs(range(5)), "fig02-resnet18": fake_runs(range(2), every=5),
+            "fig07-fashionmnist": fake_runs(range(3), diverged={0: 12})}
+    table = spread_check(runs)
+    # the stand-in has 11 shared tail steps: no row; the diverged seed is left out
+    assert list(table.index) == [("fig04-x2", "backward"), ("fig07-fashionmnist", "backward")]
+    assert table.loc[("fig07-fashionmnist", "backward"), "seeds"] == 2
+    row = table.loc[("fig04-x2", "backward")]
+    low, high = (float(v) for v in row["spread ratio (quadratic trend)"].split(" to "))
+    assert 0.2 < low < high < 0.45  # the constructed 0.3
+    plain = [float(v) for v in row["plain std ratio"].split(" to ")]
+    assert min(plain) > 0.6  # the shared descent dominates the plain standard deviation
+    assert float(row["largest change with a linear or cubic trend"]) < 0.1
+    lags = [float(v) for v in row["forward's residuals: lag-one autocorrelation"].split(" to ")]
+    assert all(-0.5 < v < 0.4 for v in lags)  # white noise left, no trend missed

@@ -44,7 +44,10 @@ from .registry import PROFILES, page, resolved_parameters
 from .pages import CLAIM_KEYS, OrdersExperiment, order_key, stability_table
 from ..cache import MissingResultError
 from ..parallel import run_many
-from ..stability import MIN_TAIL_STEPS
+from numpy.polynomial import Polynomial
+
+from ..stability import (MIN_TAIL_STEPS, TREND_DEGREE, common_tail, curve_values, diverged_at,
+                         tail_std)
 from ..trajectory import Runtime, stored_trajectory
 from ..validation import check_bool, check_choice, check_list, check_number, check_str
 
@@ -52,7 +55,7 @@ __all__ = ["CLAIMS", "MIN_INTERVAL_SEEDS", "SummaryConfig", "Summary", "page_exp
            "claim_ratios", "claim_evidence", "smallest_sign_p", "t_quantile", "divergence_note",
            "page_claims", "summarise", "claims_table", "verdicts", "claims_display",
            "claims_by_claim", "decay_table", "summary_numbers", "page_key", "page_links",
-           "claims_caption", "seed_counts_table"]
+           "claims_caption", "seed_counts_table", "spread_check"]
 
 
 class Claim(NamedTuple):
@@ -524,3 +527,74 @@ def seed_counts_table(claims: pd.DataFrame, level: float = 0.95) -> pd.DataFrame
              else f"no interval (under {MIN_INTERVAL_SEEDS} seeds)"}
             for n in sorted(counts, reverse=True)]
     return pd.DataFrame(rows).set_index("seeds with a ratio")
+
+
+def _residuals(values: np.ndarray, steps, degree: int) -> np.ndarray:
+    """The curve's residuals about its least-squares polynomial of ``degree`` in the step (the
+    spread's own fit, `stability.detrended_spread`, at `TREND_DEGREE`)."""
+    x = np.asarray(steps, dtype=float)
+    return values - Polynomial.fit(x, values, degree)(x)
+
+
+def _spread(values: np.ndarray, steps, degree: int) -> float:
+    residuals = _residuals(values, steps, degree)
+    return float(np.sqrt((residuals ** 2).sum() / (len(values) - degree - 1)))
+
+
+def _range(values, digits: int = 2) -> str:
+    finite = [v for v in values if np.isfinite(v)]
+    if not finite:
+        return "n/a"
+    low, high = min(finite), max(finite)
+    return f"{low:.{digits}g}" if f"{low:.{digits}g}" == f"{high:.{digits}g}" else \
+        f"{low:.{digits}g} to {high:.{digits}g}"
+
+
+def spread_check(runs: dict, key: str = "train_loss", tail: float = 0.25,
+                 reference: str = "forward") -> pd.DataFrame:
+    """Why the claims use the detrended spread, checked on the runs themselves. Per page and
+    compared order, over the seeds whose shared tail holds at least `MIN_TAIL_STEPS` steps (and
+    whose runs did not diverge): the per-seed ratio other/forward of the plain standard deviation
+    of the curve (`stability.tail_std`, which measures the descent as well as the fluctuation),
+    of the spread about a quadratic trend (the claims' statistic), the largest change of that
+    ratio with a linear or a cubic trend instead, and the lag-one autocorrelation of the
+    reference's residuals (near 0 or negative: the trend leaves noise; clearly positive: a trend
+    the quadratic missed). Ranges over the seeds, as text. ``runs``: page -> {(seed, order): run},
+    `Summary.runs`."""
+    rows = []
+    for name, results in runs.items():
+        orders = list(dict.fromkeys(order for _, order in results))
+        seeds = list(dict.fromkeys(seed for seed, _ in results))
+        for order in orders:
+            if order == reference:
+                continue
+            plain, spread, change, lag = [], [], [], []
+            for seed in seeds:
+                a, b = results[(seed, reference)], results[(seed, order)]
+                if diverged_at(a) is not None or diverged_at(b) is not None:
+                    continue
+                steps = common_tail(a, b, tail)
+                if len(steps) < MIN_TAIL_STEPS:
+                    continue
+                va, vb = curve_values(a, key, steps), curve_values(b, key, steps)
+                if not (np.isfinite(va).all() and np.isfinite(vb).all()):
+                    continue
+                plain.append(tail_std(b, key, steps) / tail_std(a, key, steps))
+                by_degree = {d: _spread(vb, steps, d) / _spread(va, steps, d)
+                             for d in (TREND_DEGREE - 1, TREND_DEGREE, TREND_DEGREE + 1)}
+                spread.append(by_degree[TREND_DEGREE])
+                change.append(max(abs(r - by_degree[TREND_DEGREE]) for r in by_degree.values()))
+                residuals = _residuals(va, steps, TREND_DEGREE)
+                lag.append(float(np.corrcoef(residuals[:-1], residuals[1:])[0, 1]))
+            if not spread:
+                continue
+            rows.append({
+                "page": name, "order": order, "seeds": len(spread),
+                "plain std ratio": _range(plain),
+                "spread ratio (quadratic trend)": _range(spread),
+                "largest change with a linear or cubic trend": f"{max(change):.2g}",
+                f"{reference}'s residuals: lag-one autocorrelation": _range(lag)})
+    columns = ["page", "order", "seeds", "plain std ratio", "spread ratio (quadratic trend)",
+               "largest change with a linear or cubic trend",
+               f"{reference}'s residuals: lag-one autocorrelation"]
+    return pd.DataFrame(rows, columns=columns).set_index(["page", "order"])
