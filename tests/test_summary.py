@@ -8,9 +8,13 @@ import pytest
 from scipy import stats
 
 from iteration_order.book.pages import stability_table
-from iteration_order.book.summary import (MIN_INTERVAL_SEEDS, SummaryConfig, claim_evidence,
-                                          claim_ratios, claims_table, divergence_note,
-                                          page_claims, page_experiment, smallest_sign_p, verdicts)
+from iteration_order.book.summary import (CLAIMS, MIN_INTERVAL_SEEDS, SummaryConfig,
+                                          claim_evidence, claim_ratios, claims_by_claim,
+                                          claims_caption, claims_table, decay_table,
+                                          divergence_note, page_claims, page_experiment,
+                                          page_links, seed_counts_table, smallest_sign_p,
+                                          spread_check, summary_numbers,
+                                          t_quantile, verdicts)
 from iteration_order.trajectory import Runtime
 
 
@@ -73,6 +77,13 @@ def run(steps, values, order, total=200, diverged_at=None):
 def fake_page(seeds, diverged=None, every=1):
     """Forward noisier than backward on every seed; ``diverged``: {seed: step} where forward
     diverged (its curve stops there with a NaN)."""
+    experiment = SimpleNamespace(seeds=tuple(seeds), orders=("forward", "backward"), tail=0.25)
+    return stability_table(experiment, fake_runs(seeds, diverged, every))
+
+
+def fake_runs(seeds, diverged=None, every=1):
+    """`fake_page`'s runs: a descent exp(-n/100) with noise of standard deviation 0.1 (forward)
+    and 0.03 (backward) in ln(loss), so the fluctuation ratio is 0.3 by construction."""
     diverged = diverged or {}
     results = {}
     for seed in seeds:
@@ -88,8 +99,7 @@ def fake_page(seeds, diverged=None, every=1):
         else:
             results[(seed, "forward")] = run(steps, forward, "forward")
         results[(seed, "backward")] = run(steps, backward, "backward")
-    experiment = SimpleNamespace(seeds=tuple(seeds), orders=("forward", "backward"), tail=0.25)
-    return stability_table(experiment, results)
+    return results
 
 
 def test_diverged_seeds_are_counted_named_and_left_out_of_the_ratios():
@@ -174,3 +184,156 @@ def test_a_smoke_summary_counts_seeds_and_says_what_it_cannot_test(tmp_path):
     # a second call loads the cached trajectories and gives the same table
     again, _ = claims_table(SummaryConfig(pages=("fig04-x2",), profile="smoke"), runtime)
     pd.testing.assert_frame_equal(table, again)
+
+
+# ------------------------------------------------------------------------------------------------
+# The summary page: claims by claim, own displacement decays, the numbers its prose quotes
+# ------------------------------------------------------------------------------------------------
+
+def two_pages():
+    """A page that can test fluctuation (51 shared tail steps) and one that cannot (11), with
+    chosen displacement decays: backward's steps grow on 4 of 5 seeds of the first page."""
+    testing, stand_in = fake_page(range(5)), fake_page(range(2), every=5)
+    testing["displacement decay other"] = [1.5, 2.0, 1.2, 0.8, 1.1]
+    testing["displacement decay fwd"] = [0.9, 1.0, 1.3, 0.95, 0.7]
+    stand_in["displacement decay other"] = [1.4, 1.6]
+    stand_in["displacement decay fwd"] = [1.0, 0.9]
+    tables = {"fig04-x2": testing, "fig02-resnet18": stand_in}
+    claims = pd.concat({name: page_claims(table) for name, table in tables.items()},
+                       names=["page"])
+    return claims, tables
+
+
+def test_t_quantiles_are_the_factors_the_page_quotes():
+    assert t_quantile(2) == pytest.approx(12.706, abs=1e-3)
+    assert t_quantile(3) == pytest.approx(4.303, abs=1e-3)
+    assert t_quantile(5, level=0.9) < t_quantile(5)
+    with pytest.raises(ValueError, match="at least 2 seeds; got n=1"):
+        t_quantile(1)
+
+
+def test_claims_by_claim_groups_the_evidence_of_one_claim_in_page_order():
+    claims, _ = two_pages()
+    shown = claims_by_claim(claims)
+    assert shown.index.names == ["claim", "page", "order"]
+    first = list(CLAIMS)[0]
+    assert list(shown.loc[first].index.get_level_values("page")) == ["fig04-x2", "fig02-resnet18"]
+    assert shown.loc[(first, "fig02-resnet18", "backward"), "holds (k of n seeds)"] == "cannot test"
+    assert shown.loc[(first, "fig04-x2", "backward"), "holds (k of n seeds)"] == "5 of 5"
+    claims_in_order = list(dict.fromkeys(shown.index.get_level_values("claim")))
+    assert claims_in_order == [c for c in CLAIMS if c in claims_in_order]
+
+
+def test_decay_table_counts_the_seeds_whose_own_steps_grow():
+    _, tables = two_pages()
+    table = decay_table(tables)
+    row = table.loc[("fig04-x2", "backward")]
+    assert row["steps grow (decay > 1)"] == "4 of 5"
+    assert row["decay per seed"] == "1.5, 2, 1.2, 0.8, 1.1"
+    assert row["forward: steps grow"] == "1 of 5"
+    assert table.loc[("fig02-resnet18", "backward"), "steps grow (decay > 1)"] == "2 of 2"
+
+
+def test_summary_numbers_count_what_holds_and_what_cannot_be_tested():
+    claims, tables = two_pages()
+    numbers = summary_numbers(claims, tables)
+    assert numbers["pages_n"] == 2 and numbers["seeds_max"] == 5
+    assert numbers["sign_p_floor"] == pytest.approx(0.0625)
+    assert numbers["t_quantile_3"] == pytest.approx(t_quantile(3))
+    # fluctuation: the first page tests it (5 of 5), the stand-in cannot and is named as such
+    assert numbers["train_spread_testable"] == 1 and numbers["train_spread_untestable"] == 1
+    assert numbers["train_spread_untestable_pages"] == "fig02-resnet18"
+    assert numbers["train_spread_all_seeds_pages"] == "fig04-x2"
+    assert numbers["fig02_resnet18_backward_train_spread_evidence"] == "cannot test"
+    assert numbers["fig02_resnet18_backward_train_spread_n"] == 0
+    assert math.isnan(numbers["fig02_resnet18_backward_train_spread_gm"])
+    assert numbers["fig04_x2_backward_train_spread_evidence"] == \
+        "5 of 5 seeds, sign test p = 0.062"
+    row = claims.loc[("fig04-x2", "backward", "train loss fluctuates less (detrended spread)")]
+    assert numbers["fig04_x2_backward_train_spread_gm"] == row["ratio"]
+    assert numbers["train_spread_gm_min"] == numbers["train_spread_gm_max"] == row["ratio"]
+    assert numbers["train_spread_interval_below_one"] == int(row["high"] < 1)
+    # the tail median is a level: both pages have it, on 7 seeds together
+    assert numbers["level_testable"] == 2 and numbers["level_seeds"] == 7
+    # own decays: backward grows on 4 of 5 and 2 of 2 seeds; one page grows on every seed
+    assert numbers["decay_backward_pages"] == 2 and numbers["decay_backward_seeds"] == 7
+    assert numbers["decay_backward_above_one"] == 6
+    assert numbers["decay_backward_pages_all_above"] == 1
+    assert (numbers["decay_backward_min"], numbers["decay_backward_max"]) == (0.8, 2.0)
+    assert numbers["decay_forward_above_one"] == 1 and numbers["decay_forward_above_110"] == 1
+    assert numbers["fig04_x2_backward_decay_own_above_one"] == 4
+    assert numbers["fig02_resnet18_backward_decay_fwd_max"] == 1.0
+
+
+def test_page_links_point_at_the_executed_pages_with_their_sizes():
+    text = page_links(["fig04-x2", "fig07-fashionmnist"], "smoke")
+    lines = text.splitlines()
+    assert lines[0].startswith("- {doc}`/book/fig04-x2`: forward against backward, 2 seeds")
+    assert lines[1].startswith("- {doc}`/book/fig07-fashionmnist`:")
+    assert "1 seed," in lines[1]  # the FashionMNIST smoke profile runs one seed
+
+
+def test_the_claims_figure_is_readable_and_says_cannot_test_without_a_ratio():
+    import matplotlib
+    matplotlib.use("Agg")
+    from iteration_order.book.plots import plot_claims
+
+    claims, tables = two_pages()
+    ratios = {name: claim_ratios(table) for name, table in tables.items()}
+    shown = ["train loss fluctuates less (detrended spread)",
+             "steps shrink more (displacement decay)"]
+    fig = plot_claims(claims, ratios, shown)
+    assert fig.get_figwidth() <= 7.5
+    texts = [t for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()
+             + [ax.title, ax.xaxis.label] + ax.texts if t.get_text()]
+    assert texts and min(t.get_fontsize() for t in texts) >= 8
+    spread, decay = fig.axes
+    assert [t.get_text() for t in spread.texts] == ["cannot test"]  # the stand-in's row
+    assert spread.texts[0].get_position()[1] == 1  # ... is the second row
+    dots = [c for c in spread.collections if c.get_gid() == "seed"]
+    assert sum(len(c.get_offsets()) for c in dots) == 5  # only the testing page's seeds
+    assert not decay.texts
+    assert len([c for c in decay.collections if c.get_gid() == "seed"]) == 2
+    # an interval only where at least MIN_INTERVAL_SEEDS seeds have the ratio: the first page
+    assert len([c for c in decay.containers]) == 1
+    caption = claims_caption(claims, shown, "cpu")
+    assert "2 figure pages" in caption and "'Cannot test' (1 panel rows here)" in caption
+    with pytest.raises(ValueError, match="claims not in the table: \\['flies'\\]"):
+        plot_claims(claims, ratios, ["flies"])
+
+
+def test_a_cache_only_summary_names_the_page_instead_of_a_results_file(tmp_path):
+    runtime = Runtime(results_dir=tmp_path, progress=False, cache="only")
+    with pytest.raises(ValueError, match="page 'fig04-x2' has 4 trajectories not computed"):
+        page_experiment("fig04-x2", "smoke", False, runtime)
+
+
+def test_seed_counts_say_what_each_number_of_seeds_can_show():
+    claims, _ = two_pages()
+    table = seed_counts_table(claims)
+    assert list(table.index) == [5, 2]
+    five, two = table.loc[5], table.loc[2]
+    assert five["smallest sign-test p"] == "0.0625" and five["can reach p ≤ 0.05"] == "no"
+    assert five["95% t factor"] == f"{t_quantile(5):.3g}"
+    assert two["95% t factor"] == "no interval (under 4 seeds)"
+    # 5 claims on the first page, 2 levels (decay, median) on the stand-in
+    assert (five["page-claim rows"], two["page-claim rows"]) == (5, 2)
+    seven = claim_evidence([0.5] * 7)  # 2·0.5^7 < 0.05: enough seeds to reach significance
+    assert seven["sign p"] < 0.05
+
+
+def test_spread_check_shows_the_plain_std_measuring_the_descent():
+    runs = {"fig04-x2": fake_runs(range(5)), "fig02-resnet18": fake_runs(range(2), every=5),
+            "fig07-fashionmnist": fake_runs(range(3), diverged={0: 12})}
+    table = spread_check(runs)
+    # the stand-in has 11 shared tail steps: no row; the diverged seed is left out
+    assert list(table.index) == [("fig04-x2", "backward"), ("fig07-fashionmnist", "backward")]
+    assert table.loc[("fig07-fashionmnist", "backward"), "seeds"] == 2
+    row = table.loc[("fig04-x2", "backward")]
+    low, high = (float(v) for v in row["spread ratio (quadratic trend)"].split(" to "))
+    assert 0.2 < low < high < 0.45  # the constructed 0.3
+    plain = [float(v) for v in row["plain std ratio"].split(" to ")]
+    assert min(plain) > 0.6  # the shared descent dominates the plain standard deviation
+    assert float(row["largest change with a linear or cubic trend"]) < 0.1
+    lags = [float(v) for v in row["forward's residuals: lag-one autocorrelation"].split(" to ")]
+    assert all(-0.5 < v < 0.4 for v in lags)  # white noise left, no trend missed

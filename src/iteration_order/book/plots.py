@@ -373,37 +373,90 @@ def order_diagram(steps: int = 4):
     return fig
 
 
-def plot_claims(claims, ratios_by_page: dict, shown: list[str]):
-    """One panel per claim: per-seed ratios other/forward (dots) and their geometric mean with the
-    bootstrap interval (bar), one column per page, on a log scale with the no-effect line at 1."""
-    import numpy as np
+def _ratio_ticks(low: float, high: float, most: int = 4) -> list[float]:
+    """At most ``most`` plain ticks (0.1, 0.2, 0.5, 1, 2, ...) inside [low, high] on a log axis,
+    thinned to 1-2-5, then to 1-3, then to powers of ten, then to every other power of ten, until
+    they fit a narrow panel."""
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    ticks = []
+    for mantissas, step in (((1, 2, 5), 1), ((1, 3), 1), ((1,), 1), ((1,), 2), ((1,), 3)):
+        ticks = [m * 10.0 ** e for e in decades if e % step == 0 for m in mantissas
+                 if low <= m * 10.0 ** e <= high]
+        if len(ticks) <= most:
+            break
+    return ticks
 
-    columns = min(2, len(shown))
-    rows = -(-len(shown) // columns)
-    pages = list(ratios_by_page)
-    fig, axes = plt.subplots(rows, columns, figsize=(max(5.0, 0.55 * len(pages)) * columns,
-                                                     4.2 * rows), squeeze=False, sharey=True)
-    for ax, claim in zip(axes.flat, shown):
-        for x, name in enumerate(pages):
-            per_seed = ratios_by_page[name]
-            if claim not in per_seed:
-                continue
-            values = per_seed[claim].to_numpy(dtype=float)
-            ax.scatter(np.full(len(values), x) + np.linspace(-0.15, 0.15, len(values)), values,
-                       s=12, color=ORDER_COLOURS["backward"], alpha=0.8, zorder=3)
-            for order in per_seed.index.get_level_values("order").unique():
-                row = claims.loc[(name, order, claim)]
+
+_CLAIM_FONT = 9      # points; the figure is 7.5 in wide, the book's text width at 100 dpi
+
+
+def plot_claims(claims, ratios_by_page: dict, shown: list[str], level: float = 0.95):
+    """A forest plot of the claims: one panel per claim in ``shown``, one row per (page, compared
+    order), the per-seed ratios other/forward as dots and, where the row has at least
+    `summary.MIN_INTERVAL_SEEDS` seeds with a ratio, their geometric mean (diamond) with its
+    ``level`` t-interval on the log ratios (bar); with fewer seeds the mean is drawn without a
+    bar. A row whose claim cannot be tested (no seed has the ratio: too few shared tail steps, or
+    diverged runs) shows 'cannot test' and no ratio; one whose page does not measure the quantity
+    (accuracy on a regression) shows 'not measured'. Log scale, no-effect line at 1 (left of it:
+    the other order does better on that seed). Sized for the page: 7.5 in wide, all text at
+    `_CLAIM_FONT` points, so it stays readable at the book's text width.
+
+    ``claims``: `summary.claims_table`; ``ratios_by_page``: page -> `summary.claim_ratios` of its
+    stability table."""
+    import textwrap
+
+    from .summary import MIN_INTERVAL_SEEDS
+
+    unknown = [c for c in shown if c not in set(claims.index.get_level_values("claim"))]
+    if unknown:
+        raise ValueError(f"claims not in the table: {unknown}; allowed: "
+                         f"{list(dict.fromkeys(claims.index.get_level_values('claim')))}")
+    rows = [(name, order) for name, per_seed in ratios_by_page.items()
+            for order in per_seed.index.get_level_values("order").unique()]
+    several = {name for name, _ in rows if sum(n == name for n, _ in rows) > 1}
+    labels = [f"{name} ({order.split(':')[0]})" if name in several else name
+              for name, order in rows]
+    rc = {"font.size": _CLAIM_FONT, "axes.titlesize": _CLAIM_FONT,
+          "xtick.labelsize": _CLAIM_FONT, "ytick.labelsize": _CLAIM_FONT}
+    with plt.rc_context(rc):
+        fig, axes = plt.subplots(1, len(shown), sharey=True, squeeze=False,
+                                 figsize=(7.5, 1.3 + 0.27 * len(rows)), layout="constrained")
+        for ax, claim in zip(axes[0], shown):
+            drawn = [1.0]  # the no-effect line is always in view
+            for y, (name, order) in enumerate(rows):
+                per_seed = ratios_by_page[name]
+                row = claims.loc[(name, order, claim)] if (name, order, claim) in claims.index \
+                    else None
+                if row is None or row["n"] == 0:  # no ratio: say why instead of drawing one
+                    ax.text(0.5, y, "not measured" if row is None else "cannot test",
+                            transform=ax.get_yaxis_transform(), ha="center", va="center",
+                            color="0.3", gid="not-measured" if row is None else "cannot-test",
+                            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+                    continue
+                values = per_seed.xs(order, level="order")[claim].to_numpy(dtype=float)
+                values = values[np.isfinite(values) & (values > 0)]
+                drawn += list(values) + [v for v in (row["low"], row["high"], row["ratio"])
+                                         if np.isfinite(v) and v > 0]
+                ax.scatter(values, np.full(len(values), y) + np.linspace(-0.12, 0.12, len(values)),
+                           s=14, color=ORDER_COLOURS["backward"], alpha=0.85, zorder=3,
+                           linewidths=0, gid="seed")
                 if np.isfinite(row["low"]):
-                    ax.errorbar(x + 0.3, row["ratio"], fmt="none", ecolor="black", capsize=3,
-                                yerr=[[row["ratio"] - row["low"]], [row["high"] - row["ratio"]]])
-                ax.scatter([x + 0.3], [row["ratio"]], marker="D", s=22, color="black", zorder=4)
-        ax.axhline(1, color="grey", ls="--", lw=0.8)
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(pages)), pages, rotation=60, ha="right", fontsize=8)
-        ax.set_title(claim, fontsize=9)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("other order / forward (per seed)")
-    for ax in list(axes.flat)[len(shown):]:
-        ax.axis("off")
-    fig.tight_layout()
+                    ax.errorbar(row["ratio"], y + 0.3, fmt="none", ecolor="black", capsize=2,
+                                lw=0.9, xerr=[[row["ratio"] - row["low"]],
+                                              [row["high"] - row["ratio"]]], gid="interval")
+                if np.isfinite(row["ratio"]):
+                    ax.scatter([row["ratio"]], [y + 0.3], marker="D", s=16, color="black",
+                               zorder=4, gid="mean")
+            ax.axvline(1, color="grey", ls="--", lw=0.8)
+            ax.set_xscale("log")
+            low, high = min(drawn) / 1.6, max(drawn) * 1.6
+            ax.set_xlim(low, high)
+            ax.xaxis.set_major_locator(FixedLocator(_ratio_ticks(low, high)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_title(textwrap.fill(claim, 20), loc="left")
+            ax.set_xlabel("other / forward")
+            ax.grid(axis="y", color="0.92", lw=0.6)
+        axes[0][0].set_yticks(range(len(rows)), labels)
+        axes[0][0].set_ylim(len(rows) - 0.5, -0.6)
     return fig

@@ -22,6 +22,12 @@ A percentile bootstrap of the seeds is not used: it cannot leave the range of th
 
 Nothing is trained here unless asked: the figure pages cache their trajectories, and this module
 loads them (``train_missing=False`` raises, naming the page to execute first).
+
+Beyond the claims, `decay_table` asks of every compared order whether its own steps shrink (the
+displacement decay of that order alone, not its ratio to forward's): convergence to a point, the
+paper's explanation of backward's smoothness, needs a decay below 1. `summary_numbers` gives every
+number the summary page's prose quotes (glued into it) and `page_links` the list of summarised
+pages.
 """
 from __future__ import annotations
 
@@ -35,14 +41,21 @@ import pandas as pd
 from scipy import stats
 
 from .registry import PROFILES, page, resolved_parameters
-from .pages import OrdersExperiment, stability_table
+from .pages import CLAIM_KEYS, OrdersExperiment, order_key, stability_table
+from ..cache import MissingResultError
 from ..parallel import run_many, stored_result
+from numpy.polynomial import Polynomial
+
+from ..stability import (MIN_TAIL_STEPS, TREND_DEGREE, common_tail, curve_values, diverged_at,
+                         tail_std)
 from ..trajectory import Runtime
 from ..validation import check_bool, check_choice, check_list, check_number, check_str
 
-__all__ = ["CLAIMS", "MIN_INTERVAL_SEEDS", "SummaryConfig", "page_experiment", "claim_ratios",
-           "claim_evidence", "smallest_sign_p", "divergence_note", "page_claims", "claims_table",
-           "verdicts", "claims_display"]
+__all__ = ["CLAIMS", "MIN_INTERVAL_SEEDS", "SummaryConfig", "Summary", "page_experiment",
+           "claim_ratios", "claim_evidence", "smallest_sign_p", "t_quantile", "divergence_note",
+           "page_claims", "summarise", "claims_table", "verdicts", "claims_display",
+           "claims_by_claim", "decay_table", "summary_numbers", "page_key", "page_links",
+           "claims_caption", "seed_counts_table", "spread_check"]
 
 
 class Claim(NamedTuple):
@@ -98,7 +111,7 @@ def page_experiment(name: str, profile: str, train_missing: bool, runtime: Runti
     # a stale or unreadable file counts as missing: it is never read, nor recomputed unasked.
     # The results of the runs' device (`parallel.run_device`: at the paper profile on a machine
     # without CUDA, those a GPU computed elsewhere)
-    stored = {c: stored_result(c, runtime) for c in experiment.configs()}
+    stored = {c: _stored(c, runtime) for c in experiment.configs()}
     missing = [c for c, result in stored.items() if result is None]
     if missing and not train_missing:
         raise ValueError(
@@ -108,6 +121,15 @@ def page_experiment(name: str, profile: str, train_missing: bool, runtime: Runti
     if missing:
         stored.update(zip(missing, run_many(missing, runtime, jobs=jobs, announce=False)))
     return experiment, {(c.seed, c.order): stored[c] for c in experiment.configs()}
+
+
+def _stored(config, runtime: Runtime) -> dict | None:
+    """The cached result, or None where there is none, also under ``cache='only'`` (which raises
+    per run): the summary then names the page to execute, with all its missing runs counted."""
+    try:
+        return stored_result(config, runtime)
+    except MissingResultError:
+        return None
 
 
 def claim_ratios(table: pd.DataFrame) -> pd.DataFrame:
@@ -124,6 +146,15 @@ def claim_ratios(table: pd.DataFrame) -> pd.DataFrame:
 def smallest_sign_p(n: int) -> float:
     """The smallest two-sided sign-test p-value n seeds can give (all n on one side): 2·0.5ⁿ."""
     return float(stats.binomtest(n, n, 0.5).pvalue) if n > 0 else math.nan
+
+
+def t_quantile(n: int, level: float = 0.95) -> float:
+    """The t quantile a `level` interval from ``n`` seeds multiplies s/√n by (n − 1 degrees of
+    freedom): 12.7 for 2 seeds, 4.3 for 3, 2.78 for 5 at 95%."""
+    if n < 2:
+        raise ValueError(f"a t-interval needs at least 2 seeds; got n={n}")
+    check_number("level", level, 0, 1, low_open=True, high_open=True)
+    return float(stats.t.ppf((1 + level) / 2, n - 1))
 
 
 def claim_evidence(ratios, level: float = 0.95) -> dict:
@@ -216,17 +247,31 @@ def page_claims(table: pd.DataFrame, reference: str = "forward",
     return pd.DataFrame(rows).set_index(["order", "claim"])
 
 
+class Summary(NamedTuple):
+    claims: pd.DataFrame     # `page_claims` of every page: one row per (page, order, claim)
+    tables: dict             # page -> its per-seed `stability_table`
+    runs: dict               # page -> {(seed, order): run dict}, the trajectories loaded
+
+
+def summarise(config: SummaryConfig, runtime: Runtime = Runtime(progress=False),
+              jobs: int = 1) -> Summary:
+    """Every page's claims, per-seed stability table and loaded runs (for the provenance)."""
+    parts, tables, runs = {}, {}, {}
+    for name in config.pages:
+        experiment, results = page_experiment(name, config.profile, config.train_missing,
+                                              runtime, jobs)
+        runs[name] = results
+        tables[name] = table = stability_table(experiment, results)
+        parts[name] = page_claims(table, experiment.orders[0], config.level)
+    return Summary(pd.concat(parts, names=["page"]), tables, runs)
+
+
 def claims_table(config: SummaryConfig, runtime: Runtime = Runtime(progress=False),
                  jobs: int = 1) -> tuple[pd.DataFrame, dict]:
     """`page_claims` of every page, one row per (page, compared order, claim). Also returns each
     page's per-seed stability table."""
-    parts, tables = {}, {}
-    for name in config.pages:
-        experiment, results = page_experiment(name, config.profile, config.train_missing,
-                                              runtime, jobs)
-        tables[name] = table = stability_table(experiment, results)
-        parts[name] = page_claims(table, experiment.orders[0], config.level)
-    return pd.concat(parts, names=["page"]), tables
+    summary = summarise(config, runtime, jobs)
+    return summary.claims, summary.tables
 
 
 def verdicts(claims: pd.DataFrame, level: float = 0.95, reference: str = "forward") -> list[str]:
@@ -282,3 +327,276 @@ def claims_display(claims: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         "no ratio on": [u or "" for u in claims["undefined"]],
     }, index=claims.index)
     return shown
+
+
+def claims_by_claim(claims: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """`claims_display` of a `claims_table`, grouped by claim (in `CLAIMS` order) and, within a
+    claim, by page in the summary's order: the evidence for one claim reads down one block."""
+    shown = claims_display(claims, level)
+    pages = list(dict.fromkeys(shown.index.get_level_values("page")))
+    order = sorted(range(len(shown)), key=lambda i: (
+        list(CLAIMS).index(shown.index[i][2]), pages.index(shown.index[i][0])))
+    return shown.iloc[order].reorder_levels(["claim", "page", "order"])
+
+
+def _own_decays(table: pd.DataFrame, order: str) -> tuple[pd.Series, pd.Series]:
+    """Per seed, the displacement decay of ``order`` and of the reference on the same seeds."""
+    rows = table.xs(order, level="order")
+    return rows["displacement decay other"].astype(float), \
+        rows["displacement decay fwd"].astype(float)
+
+
+def decay_table(tables: dict) -> pd.DataFrame:
+    """Does each order's own step size shrink? One row per (page, compared order): per seed the
+    displacement decay of that order and of forward on the same seed (median move between
+    consecutive recorded iterates over the last quarter of training / over the second quarter;
+    below 1 the steps shrink, as convergence to a point needs), and on how many seeds each is
+    above 1 (the steps grow). Numbers as text at 3 significant figures, for a stable display."""
+    rows = []
+    for name, table in tables.items():
+        for order in table.index.get_level_values("order").unique():
+            own, forward = _own_decays(table, order)
+            defined = own[np.isfinite(own)]
+            defined_fwd = forward[np.isfinite(forward)]
+            rows.append({
+                "page": name, "order": order,
+                "seeds": len(own),
+                "steps grow (decay > 1)": f"{int((defined > 1).sum())} of {len(defined)}",
+                "decay per seed": ", ".join("n/a" if not np.isfinite(v) else f"{v:.3g}"
+                                            for v in own),
+                "forward: steps grow": f"{int((defined_fwd > 1).sum())} of {len(defined_fwd)}",
+                "forward: decay per seed": ", ".join("n/a" if not np.isfinite(v) else f"{v:.3g}"
+                                                     for v in forward)})
+    return pd.DataFrame(rows).set_index(["page", "order"])
+
+
+def page_key(name: str) -> str:
+    """A page's name as it appears in glue keys: fig04-x2 -> fig04_x2."""
+    return name.replace("-", "_")
+
+
+def _span(values) -> tuple[float, float]:
+    finite = [float(v) for v in values if np.isfinite(v)]
+    return (min(finite), max(finite)) if finite else (math.nan, math.nan)
+
+
+def _per_seed(text: str) -> list[float]:
+    return [math.nan if v == "n/a" else float(v) for v in text.split(", ")] if text else []
+
+
+def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> dict:
+    """Every number (and list of pages) the summary page's prose quotes, by glue key.
+
+    * ``pages_n``, ``min_interval_seeds``, ``min_tail_steps``, ``level_pct``; ``seeds_max``
+      (most seeds of any page's claim) with ``sign_p_floor``, the smallest two-sided sign-test
+      p they can give, and ``t_quantile_2``/``_3``/``_5`` (the t factor of a `level` interval
+      from 2, 3, 5 seeds);
+    * per page, compared order and claim (``<page>_<order>_<claim>_``, `page_key`, `order_key`,
+      `pages.CLAIM_KEYS`): ``n``, ``k`` (seeds where it holds), ``p`` (sign test), ``gm``
+      (geometric mean), ``low``/``high`` (t-interval; NaN where none), ``min``/``max`` of the
+      per-seed ratios, and ``evidence`` ('k of n seeds, sign test p = ...' or 'cannot test');
+    * per claim (``<claim>_``): ``rows`` (page-order pairs), ``testable`` (rows with a ratio on
+      some seed) and ``untestable`` with ``untestable_pages`` (their names), ``all_seeds`` (rows
+      where it holds on every seed with a ratio) with ``all_seeds_pages``, ``no_seed`` (rows where
+      it holds on none), ``gm_min``/``gm_max`` over the testable rows, ``intervals`` (rows with a
+      t-interval), ``interval_below_one``/``interval_above_one`` (rows whose interval lies below /
+      above 1), ``seeds`` and ``seeds_holding`` (summed over the rows);
+    * per page and order, that order's own displacement decay (``<page>_<order>_decay_own_min``,
+      ``_max``, ``_above_one``, ``_seeds``) and forward's on the same seeds (``_decay_fwd_min``,
+      ``_max``, ``_above_one``);
+    * over the full-backward comparisons (compared order ``backward``): ``decay_backward_pages``,
+      ``decay_backward_seeds`` (seeds with a decay), ``decay_backward_above_one`` (seeds whose
+      backward steps grow), ``decay_backward_pages_all_above`` (pages where they grow on every
+      seed), ``decay_backward_min``/``max``; forward on the same seeds: ``decay_forward_min``/
+      ``max``, ``decay_forward_above_one``, ``decay_forward_above_110`` (grow by more than 10%).
+    """
+    numbers: dict = {"pages_n": len(tables), "min_interval_seeds": MIN_INTERVAL_SEEDS,
+                     "min_tail_steps": MIN_TAIL_STEPS, "level_pct": 100 * level}
+    seeds_max = int(claims["n"].max()) if len(claims) else 0
+    numbers["seeds_max"] = seeds_max
+    numbers["sign_p_floor"] = smallest_sign_p(seeds_max)
+    for n in (2, 3, 5):
+        numbers[f"t_quantile_{n}"] = t_quantile(n, level)
+    for (name, order, claim), row in claims.iterrows():
+        prefix = f"{page_key(name)}_{order_key(order)}_{CLAIM_KEYS[claim]}"
+        low, high = _span(_per_seed(row["per seed"]))
+        numbers.update({
+            f"{prefix}_n": int(row["n"]), f"{prefix}_k": int(row["holds"]),
+            f"{prefix}_p": row["sign p"], f"{prefix}_gm": row["ratio"],
+            f"{prefix}_low": row["low"], f"{prefix}_high": row["high"],
+            f"{prefix}_min": low, f"{prefix}_max": high,
+            f"{prefix}_evidence": "cannot test" if row["n"] == 0 else
+            f"{row['holds']} of {row['n']} seeds, sign test p = {row['sign p']:.2g}"})
+    for claim, short in CLAIM_KEYS.items():
+        rows = claims.xs(claim, level="claim") if claim in \
+            claims.index.get_level_values("claim") else claims.iloc[:0]
+        testable = rows[rows["n"] > 0]
+        untestable = rows[rows["n"] == 0]
+        every = testable[testable["holds"] == testable["n"]]
+        with_interval = testable[np.isfinite(testable["low"].astype(float))]
+        gm_low, gm_high = _span(testable["ratio"])
+        numbers.update({
+            f"{short}_rows": len(rows), f"{short}_testable": len(testable),
+            f"{short}_untestable": len(untestable),
+            f"{short}_untestable_pages": _names(untestable.index),
+            f"{short}_all_seeds": len(every), f"{short}_all_seeds_pages": _names(every.index),
+            f"{short}_no_seed": int((testable["holds"] == 0).sum()),
+            f"{short}_gm_min": gm_low, f"{short}_gm_max": gm_high,
+            f"{short}_intervals": len(with_interval),
+            f"{short}_interval_below_one": int((with_interval["high"] < 1).sum()),
+            f"{short}_interval_above_one": int((with_interval["low"] > 1).sum()),
+            f"{short}_seeds": int(testable["n"].sum()),
+            f"{short}_seeds_holding": int(testable["holds"].sum())})
+    backward = {"own": [], "fwd": [], "pages": 0, "all_above": 0}
+    for name, table in tables.items():
+        for order in table.index.get_level_values("order").unique():
+            own, forward = _own_decays(table, order)
+            prefix = f"{page_key(name)}_{order_key(order)}"
+            numbers[f"{prefix}_decay_own_min"], numbers[f"{prefix}_decay_own_max"] = _span(own)
+            numbers[f"{prefix}_decay_own_above_one"] = int((own > 1).sum())
+            numbers[f"{prefix}_decay_own_seeds"] = int(np.isfinite(own).sum())
+            numbers[f"{prefix}_decay_fwd_min"], numbers[f"{prefix}_decay_fwd_max"] = \
+                _span(forward)
+            numbers[f"{prefix}_decay_fwd_above_one"] = int((forward > 1).sum())
+            if order != "backward":
+                continue
+            both = np.isfinite(own) & np.isfinite(forward)
+            backward["own"] += list(own[both])
+            backward["fwd"] += list(forward[both])
+            backward["pages"] += 1
+            backward["all_above"] += bool(both.any() and (own[both] > 1).all())
+    own, fwd = np.asarray(backward["own"]), np.asarray(backward["fwd"])
+    numbers.update({
+        "decay_backward_pages": backward["pages"], "decay_backward_seeds": len(own),
+        "decay_backward_above_one": int((own > 1).sum()),
+        "decay_backward_pages_all_above": backward["all_above"],
+        "decay_forward_above_one": int((fwd > 1).sum()),
+        "decay_forward_above_110": int((fwd > 1.1).sum())})
+    numbers["decay_backward_min"], numbers["decay_backward_max"] = _span(own)
+    numbers["decay_forward_min"], numbers["decay_forward_max"] = _span(fwd)
+    return numbers
+
+
+def _names(index) -> str:
+    """(page, order) pairs as a list in words: 'fig08-vgg19 and fig09-resnet50' ('none')."""
+    pages = list(dict.fromkeys(name for name, _ in index))
+    if not pages:
+        return "none"
+    return pages[0] if len(pages) == 1 else ", ".join(pages[:-1]) + " and " + pages[-1]
+
+
+def page_links(pages, profile: str) -> str:
+    """MyST Markdown: one bullet per summarised page, a link to it (its title, `{doc}` to
+    ``/book/<page>``, where the runner writes executed pages) with what it compares and on how
+    many seeds at ``profile``."""
+    lines = []
+    for name in pages:
+        params = resolved_parameters(name, profile)
+        orders = [order_key(o) for o in params.get("orders", ["forward", "backward"])]
+        seeds = len(params["seeds"])
+        lines.append(f"- {{doc}}`/book/{name}`: {orders[0]} against "
+                     f"{' and '.join(orders[1:])}, {seeds} seed{'s' if seeds != 1 else ''}, "
+                     f"{params['steps']} steps")
+    return "\n".join(lines)
+
+
+def claims_caption(claims: pd.DataFrame, shown: list[str], profile: str,
+                   level: float = 0.95) -> str:
+    """The caption of `plots.plot_claims` for these claims, from the table it draws."""
+    rows = claims.index.droplevel("claim").unique()
+    pages = rows.get_level_values("page").unique()
+    cannot = claims[claims.index.get_level_values("claim").isin(shown) & (claims["n"] == 0)]
+    return (f"Not a figure of the paper: the book's summary of {len(shown)} of its claims over "
+            f"{len(pages)} figure pages ({len(rows)} comparisons with forward), each at its own "
+            f"{profile} profile. One row per page and compared order; orange dots: the per-seed "
+            f"ratios other order / forward (left of the dashed line at 1, the other order does "
+            f"better on that seed); black diamond: their geometric mean, with its {level:.0%} "
+            f"t-interval where a row has at least {MIN_INTERVAL_SEEDS} seeds with the ratio. "
+            f"'Cannot test' ({len(cannot)} panel rows here): no seed has the ratio (too few "
+            f"shared tail steps, or diverged runs); 'not measured': the page has no such curve "
+            f"(accuracy on a regression). Log scales, each panel its own.")
+
+
+def seed_counts_table(claims: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """What each number of seeds found among the claims can show: per n (seeds with a ratio), how
+    many page-claim rows have it, the smallest two-sided sign-test p it allows and whether that can
+    reach 5%, and the t factor of a ``level`` interval (none below `MIN_INTERVAL_SEEDS`)."""
+    counts = Counter(int(n) for n in claims["n"] if n > 0)
+    rows = [{"seeds with a ratio": n, "page-claim rows": counts[n],
+             "smallest sign-test p": f"{smallest_sign_p(n):.4g}",
+             "can reach p ≤ 0.05": "yes" if smallest_sign_p(n) <= 0.05 else "no",
+             f"{level:.0%} t factor": f"{t_quantile(n, level):.3g}" if n >= MIN_INTERVAL_SEEDS
+             else f"no interval (under {MIN_INTERVAL_SEEDS} seeds)"}
+            for n in sorted(counts, reverse=True)]
+    return pd.DataFrame(rows).set_index("seeds with a ratio")
+
+
+def _residuals(values: np.ndarray, steps, degree: int) -> np.ndarray:
+    """The curve's residuals about its least-squares polynomial of ``degree`` in the step (the
+    spread's own fit, `stability.detrended_spread`, at `TREND_DEGREE`)."""
+    x = np.asarray(steps, dtype=float)
+    return values - Polynomial.fit(x, values, degree)(x)
+
+
+def _spread(values: np.ndarray, steps, degree: int) -> float:
+    residuals = _residuals(values, steps, degree)
+    return float(np.sqrt((residuals ** 2).sum() / (len(values) - degree - 1)))
+
+
+def _range(values, digits: int = 2) -> str:
+    finite = [v for v in values if np.isfinite(v)]
+    if not finite:
+        return "n/a"
+    low, high = min(finite), max(finite)
+    return f"{low:.{digits}g}" if f"{low:.{digits}g}" == f"{high:.{digits}g}" else \
+        f"{low:.{digits}g} to {high:.{digits}g}"
+
+
+def spread_check(runs: dict, key: str = "train_loss", tail: float = 0.25,
+                 reference: str = "forward") -> pd.DataFrame:
+    """Why the claims use the detrended spread, checked on the runs themselves. Per page and
+    compared order, over the seeds whose shared tail holds at least `MIN_TAIL_STEPS` steps (and
+    whose runs did not diverge): the per-seed ratio other/forward of the plain standard deviation
+    of the curve (`stability.tail_std`, which measures the descent as well as the fluctuation),
+    of the spread about a quadratic trend (the claims' statistic), the largest change of that
+    ratio with a linear or a cubic trend instead, and the lag-one autocorrelation of the
+    reference's residuals (near 0 or negative: the trend leaves noise; clearly positive: a trend
+    the quadratic missed). Ranges over the seeds, as text. ``runs``: page -> {(seed, order): run},
+    `Summary.runs`."""
+    rows = []
+    for name, results in runs.items():
+        orders = list(dict.fromkeys(order for _, order in results))
+        seeds = list(dict.fromkeys(seed for seed, _ in results))
+        for order in orders:
+            if order == reference:
+                continue
+            plain, spread, change, lag = [], [], [], []
+            for seed in seeds:
+                a, b = results[(seed, reference)], results[(seed, order)]
+                if diverged_at(a) is not None or diverged_at(b) is not None:
+                    continue
+                steps = common_tail(a, b, tail)
+                if len(steps) < MIN_TAIL_STEPS:
+                    continue
+                va, vb = curve_values(a, key, steps), curve_values(b, key, steps)
+                if not (np.isfinite(va).all() and np.isfinite(vb).all()):
+                    continue
+                plain.append(tail_std(b, key, steps) / tail_std(a, key, steps))
+                by_degree = {d: _spread(vb, steps, d) / _spread(va, steps, d)
+                             for d in (TREND_DEGREE - 1, TREND_DEGREE, TREND_DEGREE + 1)}
+                spread.append(by_degree[TREND_DEGREE])
+                change.append(max(abs(r - by_degree[TREND_DEGREE]) for r in by_degree.values()))
+                residuals = _residuals(va, steps, TREND_DEGREE)
+                lag.append(float(np.corrcoef(residuals[:-1], residuals[1:])[0, 1]))
+            if not spread:
+                continue
+            rows.append({
+                "page": name, "order": order, "seeds": len(spread),
+                "plain std ratio": _range(plain),
+                "spread ratio (quadratic trend)": _range(spread),
+                "largest change with a linear or cubic trend": f"{max(change):.2g}",
+                f"{reference}'s residuals: lag-one autocorrelation": _range(lag)})
+    columns = ["page", "order", "seeds", "plain std ratio", "spread ratio (quadratic trend)",
+               "largest change with a linear or cubic trend",
+               f"{reference}'s residuals: lag-one autocorrelation"]
+    return pd.DataFrame(rows, columns=columns).set_index(["page", "order"])
