@@ -18,7 +18,8 @@ import pytest
 from iteration_order.book import runner
 from iteration_order.book.nbcheck import FIGURE_KEYS, sanitise
 from iteration_order.book.registry import ROOT
-from iteration_order.book.verify import drift_problems, executed_pages, rerun_command, verify_book
+from iteration_order.book.verify import (drift_problems, executed_pages, loaded_results,
+                                          rerun_command, verify_book)
 from iteration_order.cost import format_seconds
 
 PAGE = "fig04-x2"  # an orders page: 2 seeds x 2 orders of a 2x32 MLP for 60 steps at smoke
@@ -237,3 +238,32 @@ def test_make_test_runs_the_book_check():
     recipe = makefile.split("\ncheck-book:")[1].split("\n\n")[0]
     assert "iteration_order.book verify" in recipe
     assert "-p iteration_order.book.nbcheck --nbval " in recipe and " book" in recipe
+
+
+def test_every_committed_result_is_loaded_by_an_executed_page(monkeypatch):
+    """results/ holds what the published pages load and nothing stale (issue 13: compact); and
+    `verify`'s loaders name every file a page reads, or the file would show up here as unused
+    (the stationary page's replicates once did)."""
+    import builtins
+    import io
+
+    results = (ROOT / "results").resolve()
+    read, real_open = set(), builtins.open
+
+    def spy(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)):
+            read.add(Path(file).resolve())
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy)
+    monkeypatch.setattr(io, "open", spy)  # what pathlib's read_text and read_bytes call
+    pages, problems = executed_pages(ROOT / "book")
+    assert problems == []
+    for page in pages:
+        for _, load in loaded_results(page, results) or []:
+            load()
+    # the pages in book/ run on the CPU: their results are the -cpu files (a GPU's -cuda files
+    # belong to the paper-profile pages in book/paper/); the benchmark's report is no trajectory
+    stored = {p.resolve() for p in results.rglob("*-cpu.json")
+              if "logs" not in p.parts and not p.name.startswith("bench-")}
+    assert sorted(p.relative_to(results).as_posix() for p in stored - read) == []

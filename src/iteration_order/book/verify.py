@@ -206,8 +206,14 @@ def _lie_bracket(params: dict, profile: str, runtime) -> list[Load]:
 
 def _stationary(params: dict, profile: str, runtime) -> list[Load]:
     from .stationary_study import StationaryStudy, run_study
+    from .stationary_study import run_replicates
     study = StationaryStudy(**_fields(StationaryStudy, params))
-    return [(repr(study), lambda: run_study(study, "cpu", runtime.results_dir, "only"))]
+    # the page also reads its replicates of the main comparison (the template's cell that calls
+    # run_replicates with these parameters)
+    return [(repr(study), lambda: run_study(study, "cpu", runtime.results_dir, "only")),
+            (f"replicates of {study!r}", lambda: run_replicates(
+                study, params["replicates"], params["replicate_chains"], "cpu",
+                runtime.results_dir, "only"))]
 
 
 # template -> the results a page of it loads, built as the template builds them. `contraction`
