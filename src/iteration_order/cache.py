@@ -34,6 +34,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .validation import choice_or_env
+
 __all__ = ["config_hash", "atomic_write_json", "read_json", "DEFAULT_RESULTS", "FORMAT",
            "CACHE_MODES", "CACHE_ENV", "cache_mode", "code_fingerprint", "jsonable",
            "load_result", "read_valid", "cached", "check_writable", "nan_for_null",
@@ -99,16 +101,7 @@ def cache_mode(mode: str | None = None) -> str:
 
     The environment steers runs whose `Runtime` is built where the caller cannot reach it (each
     book page builds its own in its notebook)."""
-    if mode is None:
-        value = os.environ.get(CACHE_ENV, "").strip()
-        if value and value not in CACHE_MODES:
-            raise ValueError(f"${CACHE_ENV}={value!r} is not a cache mode; allowed: "
-                             f"{', '.join(CACHE_MODES)}")
-        return value or "use"
-    if mode not in CACHE_MODES:
-        raise ValueError(f"unknown cache mode {mode!r}; allowed: {', '.join(CACHE_MODES)} "
-                         f"(or None: ${CACHE_ENV}, else 'use')")
-    return mode
+    return choice_or_env(mode, CACHE_ENV, CACHE_MODES, "use", "cache mode")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from .cache import (MissingResultError, atomic_write_json, cache_mode, check_wri
                     read_valid)
 from .cost import cost_table, estimate_costs, format_seconds
 from .orders import planned_applications
+from .validation import choice_or_env
 from .trajectory import (Runtime, Shard, TrajectoryConfig, describe_config, merge_shards,
                          recorded_steps, result_path, run_shard, run_trajectory, shard_path,
                          shard_plan, stored_trajectory, trajectory_fingerprint)
@@ -117,16 +118,7 @@ def _env(name: str) -> str | None:
 
 def executor_choice(executor: str | None = None) -> str:
     """``executor`` checked, or (None) the one ``$ITERATION_ORDER_EXECUTOR`` names, else local."""
-    if executor is None:
-        value = _env(EXECUTOR_ENV)
-        if value is not None and value not in EXECUTORS:
-            raise ValueError(f"${EXECUTOR_ENV}={value!r} is not an executor; allowed: "
-                             f"{', '.join(EXECUTORS)}")
-        return value or "local"
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)} (or "
-                         f"None: ${EXECUTOR_ENV}, else local)")
-    return executor
+    return choice_or_env(executor, EXECUTOR_ENV, EXECUTORS, "local", "executor", "an")
 
 
 def shard_count(shards: int | None = None) -> int:

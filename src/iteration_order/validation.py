@@ -93,6 +93,24 @@ def check_choice(name: str, value: Any, allowed: Iterable[str], label: str | Non
     return value
 
 
+def choice_or_env(value: Any, env: str, allowed: Iterable[str], default: str, noun: str,
+                  article: str = "a") -> str:
+    """``value`` checked against ``allowed``; or, where it is None, what ``$env`` names (checked
+    the same way), else ``default``. Settings a caller cannot reach (a book page builds its own
+    runtime in its notebook) are steered through the environment this way."""
+    allowed = tuple(allowed)
+    if value is None:
+        named = os.environ.get(env, "").strip()
+        if named and named not in allowed:
+            raise ValueError(f"${env}={named!r} is not {article} {noun}; allowed: "
+                             f"{', '.join(allowed)}")
+        return named or default
+    if value not in allowed:
+        raise ValueError(f"unknown {noun} {value!r}; allowed: {', '.join(allowed)} (or None: "
+                         f"${env}, else {default!r})")
+    return value
+
+
 def check_list(name: str, value: Any, example: list, item: Callable[[str, Any], Any] | None = None
                ) -> tuple:
     """A list or tuple (never a single string or number); ``item(f"{name}[i]", v)`` checks each
