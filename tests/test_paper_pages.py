@@ -100,6 +100,35 @@ def test_a_paper_page_renders_without_cuda_from_the_gpus_results(book, monkeypat
     assert ("      - file: book/paper/tiny\n        sections:\n          - file: book/tiny\n"
             '            title: "At the cpu profile"\n') in (book / "_toc.yml").read_text()
 
+    # and the book builds strictly with it, as CI's `make build-book` does: this machine has no
+    # GPU, the page holds the GPU's runs
+    built = strict_build(book)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    html = (book / "_build" / "html" / "book" / "paper" / "tiny.html").read_text()
+    assert "computed on cuda with the sequential engine" in html
+    assert (book / "_build" / "html" / "book" / "tiny.html").is_file()
+
+
+def strict_build(folder):
+    """`jupyter-book build` of ``folder`` with the repository's configuration, warnings as errors
+    (a missing glue key or reference too), executing nothing."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for name in ("_config.yml", "references.bib"):
+        shutil.copy(registry.ROOT / name, folder / name)
+    # the bibliography the headers cite, closing the book as in the repository's table of contents
+    shutil.copy(registry.ROOT / "book" / "references.md", folder / "book" / "references.md")
+    runner.write_toc(folder / "_toc.yml")
+    (folder / "book" / "index.md").write_text("# A one-page book\n\nThe paper profile, rendered "
+                                              "here from a GPU's results.\n")
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    return subprocess.run([str(jupyter_book), "build", str(folder), "--warningiserror",
+                           "--nitpick", "--keep-going"], capture_output=True, text=True,
+                          timeout=600)
+
 
 def test_the_toc_is_unchanged_while_only_cpu_pages_exist(book):
     (book / "book").mkdir()
