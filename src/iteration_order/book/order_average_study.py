@@ -31,6 +31,7 @@ from ..parallel import run_many
 from ..stability import TREND_DEGREE
 from ..trajectory import Runtime, TrajectoryConfig, prepare
 from ..validation import check_bool, check_int, check_list, check_number
+from .pages import span
 from .plots import describe_steps
 
 __all__ = ["OrderAverageExperiment", "correction_at_start", "corrections_at_start",
@@ -376,11 +377,6 @@ def _range_text(low: float, high: float, spec: str, joint: str = "–") -> str:
     return a if a == b else f"{a}{joint}{b}"
 
 
-def _span(values) -> tuple[float, float]:
-    values = [float(v) for v in values if not math.isnan(float(v))]
-    return (min(values), max(values)) if values else (math.nan, math.nan)
-
-
 def _subset(size: int, what: str) -> str:
     return f"a fixed subset of {size:,} {what} images" if size else f"all {what} images"
 
@@ -426,10 +422,10 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
     numbers["correction_ratio_text"] = (
         _listed([_range_text(by_c.min()[c], by_c.max()[c], ".2f") for c in experiment.splits])
         + " for c = " + _listed([str(c) for c in experiment.splits]))
-    per_pair = _span(start["ratio per pair"])
+    per_pair = span(start["ratio per pair"])
     numbers["correction_per_pair_min"], numbers["correction_per_pair_max"] = per_pair
     numbers["correction_cos_min"], numbers["correction_cos_max"] = \
-        _span(start["cos(correction, ∇L_B)"])
+        span(start["cos(correction, ∇L_B)"])
     numbers["correction_per_pair_text"] = _range_text(*per_pair, ".3f", " to ")
     numbers["correction_cos_text"] = _range_text(numbers["correction_cos_min"],
                                                  numbers["correction_cos_max"], ".2f", " to ")
@@ -445,11 +441,11 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
     # the differences against the large batch, against its own fluctuation
     table = differences_table(experiment, results, tail)
     larges = [results[(s, c, LARGE)] for s in experiment.seeds for c in experiment.splits]
-    numbers["large_test_min"], numbers["large_test_max"] = _span(
+    numbers["large_test_min"], numbers["large_test_max"] = span(
         [r["test_loss"][-1] for r in larges])
     numbers["large_test_text"] = _range_text(numbers["large_test_min"],
                                              numbers["large_test_max"], ".4f", " to ")
-    numbers["sigma_min"], numbers["sigma_max"] = _span(
+    numbers["sigma_min"], numbers["sigma_max"] = span(
         [loss_fluctuation(r, tail) for r in larges])
     numbers["sigma_text"] = _range_text(numbers["sigma_min"], numbers["sigma_max"], ".4f",
                                         " to ")
@@ -480,7 +476,7 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
               "grid": [n not in (LARGE_SLOW, SMALL, AVERAGE, NATURAL) for n in names]}
     groups["second"] = names != LARGE_SLOW
     for key, mask in groups.items():
-        low, high = _span(table[mask]["test loss − large"])
+        low, high = span(table[mask]["test loss − large"])
         numbers[f"{key}_diff_min"], numbers[f"{key}_diff_max"] = low, high
         numbers[f"{key}_diff_text"] = _range_text(low, high, "+.4f", " to ") \
             if not math.isnan(low) else "none"
@@ -592,9 +588,9 @@ def plot_curves(experiment: OrderAverageExperiment, results: dict, seeds=None):
             high = max(r[key][0] for r in finite)
             # from the finite runs only: a diverging run leaves through the top
             ax.set_ylim(low - 0.05 * (high - low), high + 0.1 * (high - low))
-        span = max(float(np.abs(np.concatenate(deltas)).max()), 10 * _LINEAR_BELOW)
+        reach = max(float(np.abs(np.concatenate(deltas)).max()), 10 * _LINEAR_BELOW)
         row[2].set_yscale("symlog", linthresh=_LINEAR_BELOW, linscale=0.5)
-        row[2].set_ylim(-1.5 * span, 1.5 * span)
+        row[2].set_ylim(-1.5 * reach, 1.5 * reach)
         row[2].axhline(0, color="black", lw=0.6)
         row[2].set_ylabel("difference (symmetric log scale)")
         handles, labels = row[0].get_legend_handles_labels()

@@ -7,6 +7,7 @@ interruption.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -130,9 +131,11 @@ def order_key(order: str) -> str:
     return as_order(order).spec().split(":")[0]
 
 
-def _span(values) -> tuple[float, float]:
-    finite = [float(v) for v in values if v == v]  # NaN != NaN
-    return (min(finite), max(finite)) if finite else (float("nan"), float("nan"))
+def span(values) -> tuple[float, float]:
+    """(smallest, largest) of the finite values, as the prose quotes a per-seed range; NaN, NaN
+    where none is finite (no seed has the number)."""
+    finite = [float(v) for v in values if math.isfinite(float(v))]
+    return (min(finite), max(finite)) if finite else (math.nan, math.nan)
 
 
 def _evidence_text(row: dict) -> str:
@@ -178,11 +181,11 @@ def page_numbers(experiment: OrdersExperiment, results: dict) -> dict:
         decays = [results[(s, order)] for s in experiment.seeds]
         own = [r for r in decays if r.get("diverged_at") is None]
         values = [displacement_decay(r) for r in own]
-        numbers[f"{key}_decay_own_min"], numbers[f"{key}_decay_own_max"] = _span(values)
+        numbers[f"{key}_decay_own_min"], numbers[f"{key}_decay_own_max"] = span(values)
         numbers[f"{key}_decay_grows_k"] = sum(v > 1 for v in values)
         if results[(experiment.seeds[0], order)]["test_acc"][-1] is not None:
             accs = [final_value(r, "test_acc") * 100 for r in own]
-            numbers[f"{key}_acc_final_min"], numbers[f"{key}_acc_final_max"] = _span(accs)
+            numbers[f"{key}_acc_final_min"], numbers[f"{key}_acc_final_max"] = span(accs)
         if order == reference:
             continue
         rows = table.xs(order, level="order")
@@ -201,7 +204,7 @@ def page_numbers(experiment: OrdersExperiment, results: dict) -> dict:
                             f"{prefix}_p": row["sign p"], f"{prefix}_gm": row["ratio"],
                             f"{prefix}_evidence": _evidence_text(row),
                             f"{prefix}_interval": _interval_text(row)})
-            numbers[f"{prefix}_min"], numbers[f"{prefix}_max"] = _span(per_seed)
+            numbers[f"{prefix}_min"], numbers[f"{prefix}_max"] = span(per_seed)
     if len(experiment.orders) == 3:
         numbers.update(_second_against_third(experiment, results))
     return numbers
@@ -228,9 +231,9 @@ def _second_against_third(experiment: OrdersExperiment, results: dict) -> dict:
            f"{prefix}_level_lower_k": sum(d < 0 for d in level),
            f"{prefix}_acc_higher_k": sum(d > 0 for d in acc),
            f"{prefix}_acc_lower_k": sum(d < 0 for d in acc)}
-    out[f"{prefix}_level_diff_min"], out[f"{prefix}_level_diff_max"] = _span(level)
-    out[f"{prefix}_acc_diff_min"], out[f"{prefix}_acc_diff_max"] = _span(acc)
-    out[f"{prefix}_spread_ratio_min"], out[f"{prefix}_spread_ratio_max"] = _span(spread)
+    out[f"{prefix}_level_diff_min"], out[f"{prefix}_level_diff_max"] = span(level)
+    out[f"{prefix}_acc_diff_min"], out[f"{prefix}_acc_diff_max"] = span(acc)
+    out[f"{prefix}_spread_ratio_min"], out[f"{prefix}_spread_ratio_max"] = span(spread)
     return out
 
 

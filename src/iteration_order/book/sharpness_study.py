@@ -36,7 +36,7 @@ from matplotlib.ticker import NullFormatter
 from scipy.stats import spearmanr
 
 from ..orders import as_order
-from .pages import order_key
+from .pages import order_key, span
 from .plots import ORDER_COLOURS, _colour_name, describe_steps
 from ..sharpness import Probe, SharpnessRun, run_probes
 from ..trajectory import Runtime, TrajectoryConfig
@@ -271,11 +271,6 @@ def significant(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 # The numbers the page's conclusion quotes
 # ------------------------------------------------------------------------------------------------
 
-def _span(values) -> tuple[float, float]:
-    finite = [float(v) for v in values if v == v]  # NaN != NaN
-    return (min(finite), max(finite)) if finite else (math.nan, math.nan)
-
-
 def _listed(items) -> str:
     items = list(map(str, items))
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
@@ -288,7 +283,7 @@ def _rho_text(rho: float, p: float, n: int, seeds: int, per_seed: list[float],
               f"{'s' if seeds != 1 else ''}" if rho == rho else
               f"not tested pooled ({n} interval{'s' if n != 1 else ''}; a rank correlation needs "
               f"at least {MIN_PAIRS})")
-    low, high = _span(per_seed)
+    low, high = span(per_seed)
     if seeds == 1:
         return pooled
     if low == low:
@@ -333,7 +328,7 @@ def sharpness_numbers(experiment: SharpnessExperiment, results: dict, prefix: st
                "seeds_n": len(experiment.seeds), "probe_rows": any_run["probe_rows"],
                "eigenpairs": experiment.probe.eigenpairs}
     settle = tail_sharpness(experiment, results)
-    n["tail_frac_min"], n["tail_frac_max"] = _span(settle["tail median λ_max / (2/h)"])
+    n["tail_frac_min"], n["tail_frac_max"] = span(settle["tail median λ_max / (2/h)"])
     peaks = [(value / results[key]["threshold"], step, *key) for key in settle.index
              for step, value in zip(results[key]["steps"], results[key]["sharpness"])
              if value == value]
@@ -344,7 +339,7 @@ def sharpness_numbers(experiment: SharpnessExperiment, results: dict, prefix: st
     for order in experiment.orders[1:]:
         key = order_key(order)
         ratios = settle.xs(order, level="order")[f"ratio to {reference}"]
-        n[f"{key}_ratio_min"], n[f"{key}_ratio_max"] = _span(ratios)
+        n[f"{key}_ratio_min"], n[f"{key}_ratio_max"] = span(ratios)
         n[f"{key}_ratios"] = _listed(f"{v:.3f}" for v in ratios)
         n[f"{key}_flatter_k"] = int((ratios < 1).sum())
     rotations = rotation_table(experiment, results)
@@ -358,7 +353,7 @@ def sharpness_numbers(experiment: SharpnessExperiment, results: dict, prefix: st
         n[f"{key}_intervals"] = int(per_seed["intervals"].max())
         for short, name, column in (("rot", "leading", "rotation"),
                                     ("sub", "subspace", "subspace rotation")):
-            n[f"{key}_{short}_med_min"], n[f"{key}_{short}_med_max"] = _span(
+            n[f"{key}_{short}_med_min"], n[f"{key}_{short}_med_max"] = span(
                 per_seed[f"{name}: median"])
             n[f"{key}_{short}_med"] = float(pooled[column].median())
             n[f"{key}_{short}_max"] = float(pooled[column].max())
@@ -375,12 +370,12 @@ def sharpness_numbers(experiment: SharpnessExperiment, results: dict, prefix: st
             n[f"{key}_rot_max_change"] = float(top["value"])
         first = pd.concat([intervals(results[(s, order)]).iloc[:experiment.skip_intervals]
                            for s in experiment.seeds])
-        n[f"{key}_first_rot_min"], n[f"{key}_first_rot_max"] = _span(first["rotation"])
-        n[f"{key}_first_sub_min"], n[f"{key}_first_sub_max"] = _span(first["subspace rotation"])
+        n[f"{key}_first_rot_min"], n[f"{key}_first_rot_max"] = span(first["rotation"])
+        n[f"{key}_first_sub_min"], n[f"{key}_first_sub_max"] = span(first["subspace rotation"])
         rows = rho.xs(order, level="order")
         seeds_rows = rows.drop(index="all")
         n[f"{key}_change"] = change
-        n[f"{key}_change_med_min"], n[f"{key}_change_med_max"] = _span(
+        n[f"{key}_change_med_min"], n[f"{key}_change_med_max"] = span(
             seeds_rows["median loss change"])
         everything = rows.loc["all"]
         for short, column, p_column in (("rot", "ρ(rotation, loss change)", "p (rotation)"),

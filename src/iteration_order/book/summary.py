@@ -41,7 +41,7 @@ import pandas as pd
 from scipy import stats
 
 from .registry import PROFILES, page, resolved_parameters
-from .pages import CLAIM_KEYS, OrdersExperiment, order_key, stability_table
+from .pages import CLAIM_KEYS, OrdersExperiment, order_key, span, stability_table
 from ..cache import MissingResultError
 from ..parallel import run_many, stored_result
 from numpy.polynomial import Polynomial
@@ -375,11 +375,6 @@ def page_key(name: str) -> str:
     return name.replace("-", "_")
 
 
-def _span(values) -> tuple[float, float]:
-    finite = [float(v) for v in values if np.isfinite(v)]
-    return (min(finite), max(finite)) if finite else (math.nan, math.nan)
-
-
 def _per_seed(text: str) -> list[float]:
     return [math.nan if v == "n/a" else float(v) for v in text.split(", ")] if text else []
 
@@ -419,7 +414,7 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
         numbers[f"t_quantile_{n}"] = t_quantile(n, level)
     for (name, order, claim), row in claims.iterrows():
         prefix = f"{page_key(name)}_{order_key(order)}_{CLAIM_KEYS[claim]}"
-        low, high = _span(_per_seed(row["per seed"]))
+        low, high = span(_per_seed(row["per seed"]))
         numbers.update({
             f"{prefix}_n": int(row["n"]), f"{prefix}_k": int(row["holds"]),
             f"{prefix}_p": row["sign p"], f"{prefix}_gm": row["ratio"],
@@ -434,7 +429,7 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
         untestable = rows[rows["n"] == 0]
         every = testable[testable["holds"] == testable["n"]]
         with_interval = testable[np.isfinite(testable["low"].astype(float))]
-        gm_low, gm_high = _span(testable["ratio"])
+        gm_low, gm_high = span(testable["ratio"])
         numbers.update({
             f"{short}_rows": len(rows), f"{short}_testable": len(testable),
             f"{short}_untestable": len(untestable),
@@ -452,11 +447,11 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
         for order in table.index.get_level_values("order").unique():
             own, forward = _own_decays(table, order)
             prefix = f"{page_key(name)}_{order_key(order)}"
-            numbers[f"{prefix}_decay_own_min"], numbers[f"{prefix}_decay_own_max"] = _span(own)
+            numbers[f"{prefix}_decay_own_min"], numbers[f"{prefix}_decay_own_max"] = span(own)
             numbers[f"{prefix}_decay_own_above_one"] = int((own > 1).sum())
             numbers[f"{prefix}_decay_own_seeds"] = int(np.isfinite(own).sum())
             numbers[f"{prefix}_decay_fwd_min"], numbers[f"{prefix}_decay_fwd_max"] = \
-                _span(forward)
+                span(forward)
             numbers[f"{prefix}_decay_fwd_above_one"] = int((forward > 1).sum())
             if order != "backward":
                 continue
@@ -472,8 +467,8 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
         "decay_backward_pages_all_above": backward["all_above"],
         "decay_forward_above_one": int((fwd > 1).sum()),
         "decay_forward_above_110": int((fwd > 1.1).sum())})
-    numbers["decay_backward_min"], numbers["decay_backward_max"] = _span(own)
-    numbers["decay_forward_min"], numbers["decay_forward_max"] = _span(fwd)
+    numbers["decay_backward_min"], numbers["decay_backward_max"] = span(own)
+    numbers["decay_forward_min"], numbers["decay_forward_max"] = span(fwd)
     return numbers
 
 
