@@ -10,7 +10,7 @@
 #                 [EXECUTOR=ray] [SHARDS=K] - runs as Ray tasks ($RAY_ADDRESS, else a local Ray),
 #                 backward runs cut into K shards; [DEVICE=cpu|cuda|auto] - the runs' device
 #                 (default: cuda at the paper profile, rendered from results/*-cuda.json without
-#                 CUDA; auto otherwise)
+#                 CUDA; auto otherwise); [FORCE=1] - replace a page executed at another profile
 #   make lock   - re-resolve the whole stack from pyproject.toml into requirements/constraints.txt
 PYTHON ?= python3
 VENV   := .venv
@@ -28,6 +28,8 @@ PAGES    ?=
 EXECUTOR ?=
 SHARDS   ?=
 DEVICE   ?=
+# FORCE=1 replaces a page executed at another profile (e.g. a smoke run over the cpu page)
+FORCE    ?=
 
 .PHONY: setup test pytest nbval book build-book check-html check-book reproduce bench lock clean
 
@@ -77,7 +79,7 @@ book: $(STAMP)
 reproduce: $(STAMP)
 	$(PY) -m iteration_order.book run --profile $(PROFILE) --jobs $(JOBS) \
 	  $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(SHARDS),--shards $(SHARDS)) \
-	  $(if $(DEVICE),--device $(DEVICE)) $(if $(PAGES),--only $(PAGES))
+	  $(if $(DEVICE),--device $(DEVICE)) $(if $(PAGES),--only $(PAGES)) $(if $(FORCE),--force)
 
 # Backward-SGD speed ratios (hand loop, sequential and batched engines, processes); < 5 min here.
 bench: $(STAMP)

@@ -135,3 +135,29 @@ def test_no_page_shows_nbval_markers():
     shown = [str(p.relative_to(HTML)) for p in _pages()
              if "NBVAL_CHECK_OUTPUT" in p.read_text(errors="replace")]
     assert not shown, f"pages showing NBVAL_CHECK_OUTPUT: {shown}"
+
+
+def _glued_figures(notebook: Path) -> int:
+    """How many {glue:figure} directives a page's markdown holds."""
+    import nbformat
+    nb = nbformat.read(notebook, as_version=4)
+    return sum(cell.source.count("```{glue:figure}") for cell in nb.cells
+               if cell.cell_type == "markdown")
+
+
+def test_every_figure_is_shown_exactly_once():
+    """The templates also display their figures, so that a notebook opened without the book shows
+    them (`iteration_order.book.display`); in the book those outputs are removed and each figure
+    appears once, where {glue:figure} places it."""
+    checked = 0
+    for notebook in sorted((ROOT / "book").rglob("*.ipynb")):
+        html = HTML / notebook.relative_to(ROOT).with_suffix(".html")
+        if not html.is_file():
+            continue
+        loads = _Loads()
+        loads.feed(html.read_text(encoding="utf-8"))
+        images = [u for u in loads.urls if u.split("?")[0].endswith(".png")
+                  and "_static" not in u]
+        assert len(images) == len(set(images)) == _glued_figures(notebook), (html, images)
+        checked += 1
+    assert checked >= 10

@@ -417,7 +417,7 @@ BAD_INPUTS = [
         "2 = 20) must be an integer in 1..19; got 20", "stationary early_step"),
     bad(lambda: summary(pages="fig04-x2"), "pages must be a list such as ['fig04-x2', "
         "'fig07-fashionmnist']; got the single string 'fig04-x2'", "summary pages string"),
-    bad(lambda: summary(profile="gpu"), "unknown profile 'gpu'; allowed: smoke, cpu, paper",
+    bad(lambda: summary(profile="gpu"), "unknown profile 'gpu'; allowed: smoke, quick, cpu, paper",
         "summary profile"),
     bad(lambda: summary(level=True), "level must be a finite number in (0, 1); got True",
         "summary level True"),
@@ -457,7 +457,7 @@ BAD_INPUTS = [
                                  "momentum: 0.5"),
         "'momentum' is not a parameter of the template", "registry momentum undeclared"),
     bad(lambda: registry_text_problem(PAGE.replace("cpu: {}", "gpu: {}") % ""),
-        "p: unknown profile(s) ['gpu']; profiles are smoke, cpu, paper", "registry unknown profile"),
+        "p: unknown profile(s) ['gpu']; profiles are smoke, quick, cpu, paper", "registry unknown profile"),
     bad(lambda: registry_text_problem(PAGE.replace("template: orders", "template: nope") % ""),
         "p: template nope.ipynb does not exist", "registry unknown template"),
     # -- the command line --------------------------------------------------------------------------
@@ -470,7 +470,7 @@ BAD_INPUTS = [
     bad(lambda: cli("check", registry_text=PAGE % "stepz: 3"), "'stepz' is not a parameter",
         "book check with a typo key"),
     bad(lambda: executed_at_cpu_then_run_at_smoke(run_pages=False), "book/theory.ipynb was "
-        "executed at profile 'cpu'; running it at profile 'smoke' would replace it: pass --force",
+        "executed at profile 'cpu'; running it at profile 'smoke' would replace it. To replace it, add FORCE=1",
         "execute_page over another profile"),
     bad(lambda: executed_at_cpu_then_run_at_smoke(run_pages=True), "nothing was run:\n"
         "book/theory.ipynb was executed at profile 'cpu'", "run_pages over another profile"),

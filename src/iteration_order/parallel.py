@@ -529,10 +529,59 @@ def _run_serial(work: list[_Job], runtimes: dict, collector: _Collector) -> None
             collector.done(job, result)
 
 
+class MissingMainGuard(RuntimeError):
+    """`run_many` with local worker processes, called from a script's top level without
+    ``if __name__ == "__main__":`` around it."""
+
+
+def _main_guard_problem() -> str | None:
+    """Why spawned workers would fail here, or None. A spawned worker re-imports the script that
+    started it; a `run_many` call at the script's top level, outside the ``__main__`` guard, would
+    then run again in every worker, which Python refuses (every job fails with BrokenProcessPool).
+    Found from the calling frame of the script's top level and the script's own syntax tree."""
+    import ast
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or not path or not os.path.isfile(path):
+        return None  # a notebook, an interactive session or `python -c`: nothing is re-imported
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "<module>"
+                                     and frame.f_globals is vars(main)):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    line = frame.f_lineno
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+    def guard(node) -> bool:
+        test = node.test if isinstance(node, ast.If) else None
+        return (isinstance(test, ast.Compare) and len(test.ops) == 1
+                and isinstance(test.ops[0], ast.Eq)
+                and {ast.dump(test.left), ast.dump(test.comparators[0])}
+                == {ast.dump(ast.Name("__name__", ast.Load())), ast.dump(ast.Constant("__main__"))})
+
+    guarded = any(guard(node) and node.lineno <= line <= node.end_lineno
+                  for node in ast.walk(tree))
+    if guarded:
+        return None
+    return (f"run_many starts worker processes, which re-import {path}; its call at line {line} "
+            f"is not inside `if __name__ == \"__main__\":`, so every worker would run it again. "
+            f"Put the script's top-level code under that guard (see the README, Using the "
+            f"package), or pass jobs=1.")
+
+
 def _run_parallel(work: list[_Job], runtimes: dict, jobs: int, collector: _Collector,
                   log: _Log) -> None:
     """The jobs in a pool of spawned workers; those a dying worker took down, once more in a
     fresh pool."""
+    problem = _main_guard_problem()
+    if problem:
+        raise MissingMainGuard(problem)
     lost = _run_pool(work, runtimes, jobs, collector, retry=True)
     if lost:
         what = "run(s)" if all(j.shard is None for j in lost) else "job(s) (runs or shards)"

@@ -11,15 +11,24 @@ fake data of the same shapes, with evaluations priced at the official set sizes.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..cost import CostEstimate, estimate_costs, format_seconds
 from ..orders import Forward, as_order
 from ..trajectory import Runtime, TrajectoryConfig, resolve_device
 from .pages import OrdersExperiment
-from .registry import load_pages, resolved_parameters
+from .registry import ROOT, load_pages, resolved_parameters
 
-__all__ = ["COVERED_TEMPLATE", "PageCost", "page_costs", "render_costs"]
+__all__ = ["COVERED_TEMPLATE", "PageCost", "page_costs", "render_costs", "ESTIMATES",
+           "write_estimates", "stored_estimates"]
+
+# The estimates the page headers quote (`book cost --write`): what a rerun of each figure page
+# costs at each profile, priced once on one machine, so that a header does not change with the
+# timing noise of the machine that renders it.
+ESTIMATES = ROOT / "results" / "cost-estimates.json"
+ESTIMATED_PROFILES = ("quick", "cpu", "paper")
 
 COVERED_TEMPLATE = "orders"
 
@@ -57,7 +66,8 @@ def page_costs(profile: str, device: str = "cpu", pages: list[str] | None = None
     if unknown:
         raise ValueError(f"unknown page(s) {unknown}; pages are: {', '.join(registry)}")
     chosen = [p for p in registry if not pages or p in pages]
-    covered = [p for p in chosen if registry[p]["template"] == COVERED_TEMPLATE]
+    covered = [p for p in chosen if registry[p]["template"] == COVERED_TEMPLATE
+               and profile in registry[p].get("profiles", {})]  # quick: MLP pages only
     configs = {name: _page_configs(name, profile) for name in covered}
     # one estimate over all pages per engine setting: pages of the same model and data share
     # one warm-up, so their estimates are consistent with each other
@@ -106,3 +116,28 @@ def render_costs(costs: list[PageCost], not_covered: list[str], profile: str, de
         lines.append(f"Not covered (other templates, their own studies): "
                      f"{', '.join(not_covered)}.")
     return "\n".join(lines)
+
+
+def write_estimates(device: str = "cpu", path: Path = ESTIMATES) -> Path:
+    """Price every figure page at every profile of `ESTIMATED_PROFILES` on ``device`` (one thread
+    per run on a CPU) and store the seconds, with the machine and the day, at ``path``."""
+    import platform
+    from datetime import datetime, timezone
+
+    from ..cache import atomic_write_json
+
+    pages: dict[str, dict[str, float]] = {}
+    for profile in ESTIMATED_PROFILES:
+        for cost in page_costs(profile, device)[0]:
+            pages.setdefault(cost.page, {})[profile] = round(cost.seconds, 1)
+    machine = f"{platform.machine()} ({os.cpu_count()} cores)" if device == "cpu" else device
+    return atomic_write_json(path, {"device": device, "machine": machine,
+                                    "day": f"{datetime.now(timezone.utc):%Y-%m-%d}",
+                                    "pages": pages})
+
+
+def stored_estimates(path: Path = ESTIMATES) -> dict:
+    """What `write_estimates` stored (empty without a file)."""
+    from ..cache import read_json
+
+    return read_json(path) if path.is_file() else {}

@@ -24,7 +24,7 @@ __all__ = ["OrdersExperiment", "stability_table", "page_numbers", "order_key", "
 
 # parameters of the orders template that say where and how a page runs or what it is called,
 # never what is computed
-PAGE_ONLY = ("jobs", "profile", "engine", "data_root", "download", "paper_figure")
+PAGE_ONLY = ("jobs", "profile", "page", "engine", "data_root", "download", "paper_figure")
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,18 @@ import yaml
 
 from ..validation import check_identifier, check_like
 
-__all__ = ["PARTS", "PROFILES", "ROOT", "load_pages", "page", "parameters", "departures",
+__all__ = ["PARTS", "PROFILES", "REQUIRED_PROFILES", "ROOT", "load_pages", "page", "parameters", "departures",
            "default_profile", "template_path", "template_parameters", "template_defaults",
            "resolved_parameters", "check_registry", "RegistryError", "parameter_problems",
            "template_problems", "checked_parameters", "check_parameters"]
 
-PROFILES = ("smoke", "cpu", "paper")
+PROFILES = ("smoke", "quick", "cpu", "paper")
+# Every page has these; ``quick`` (a figure page's claim tested in about a minute on a laptop CPU,
+# for a rerun by hand with papermill) only where one can be: it never becomes a page of the book.
+REQUIRED_PROFILES = ("smoke", "cpu", "paper")
 ROOT = Path(__file__).resolve().parents[3]
 REGISTRY = ROOT / "experiments.yml"
-RUNTIME_PARAMETERS = ("jobs", "profile")  # passed to every page, not part of the science
+RUNTIME_PARAMETERS = ("jobs", "profile", "page")  # passed to every page, not part of the science
 # The kernel's own names in a notebook's namespace, besides those starting with "_": IPython's
 # (its user_ns_hidden) and ipykernel's `open`, which warns about opening the standard streams.
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -236,7 +239,7 @@ def _parameter_problem(key, value, declared: dict) -> str | None:
 
 def template_problems(name: str, profile: str, path: Path | None = None) -> list[str]:
     """`parameter_problems` of one page at one profile, runtime parameters included."""
-    values = {**parameters(name, profile, path), "jobs": 1, "profile": profile}
+    values = {**parameters(name, profile, path), "jobs": 1, "profile": profile, "page": name}
     return parameter_problems(values, template_defaults(template_path(name, path)))
 
 
@@ -293,7 +296,7 @@ def check_registry(path: Path | None = None) -> list[str]:
         if not template.is_file():
             problems.append(f"{name}: template {template.name} does not exist")
             continue
-        missing = set(PROFILES) - set(entry.get("profiles", {}))
+        missing = set(REQUIRED_PROFILES) - set(entry.get("profiles", {}))
         if missing:
             problems.append(f"{name}: no parameters for profile(s) {sorted(missing)}")
         unknown = set(entry.get("profiles", {})) - set(PROFILES)

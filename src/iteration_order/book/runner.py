@@ -37,6 +37,7 @@ import nbformat
 from ..cache import CACHE_ENV
 from ..parallel import (DEVICE_ENV, EXECUTOR_ENV, EXECUTORS, SHARDS_ENV, executor_choice,
                         shard_count)
+from ..cost import format_seconds
 from ..trajectory import MLP_FIELDS
 from .registry import (PARTS, PROFILES, ROOT, RUNTIME_PARAMETERS, RegistryError, check_registry,
                        checked_parameters, default_profile, departures, load_pages, page,
@@ -46,7 +47,9 @@ __all__ = ["main", "run_pages", "fingerprint", "BOOK", "page_path", "PAPER_DIR"]
 
 BOOK = ROOT / "book"
 LOGS = ROOT / "results" / "logs"
+BOOK_PROFILES = ("smoke", "cpu", "paper")  # those `run` executes into book/ (not quick)
 HIDE = "remove-cell"  # jupyter-book drops such cells from the page
+HIDE_OUTPUT = "remove-output"  # ... or only their outputs
 HIDE_INPUT = "hide-input"  # ... and shows these collapsed, their outputs open
 NBVAL_MARKER = "# NBVAL_CHECK_OUTPUT"
 # The paper profile's pages live in their own folder, next to the cpu (or smoke) page of the same
@@ -97,6 +100,13 @@ def _glues(nb, key: str) -> bool:
     metadata), so that the page's prose may refer to it."""
     return any(output.get("metadata", {}).get("scrapbook", {}).get("name") == key
                for cell in nb.cells for output in cell.get("outputs", []))
+
+
+def _glues_figure(cell) -> bool:
+    """Whether a cell glued a figure (myst-nb's prefixed mime type, see `_has_figure`)."""
+    return any("scrapbook" in output.get("metadata", {})
+               and any(key.endswith("image/png") for key in output.get("data", {}))
+               for output in cell.get("outputs", []))
 
 
 def _has_figure(nb) -> bool:
@@ -151,20 +161,42 @@ def _header(name: str, profile: str, params: dict, wall: float, day: str,
     gap_text = "\n".join(f"- {g}" for g in gaps) if gaps else "- none: these are the paper's settings"
     template = template_path(name).relative_to(ROOT)
     produced = ("**Produced by:** {glue:md}`provenance`\n\n" if produced_by else "")
+    rerun = _rerun_box(name, profile)
     return (f"# {entry['title']}\n\n"
             f"**The paper's claim** {{cite:p}}`dherin2025training`**.** "
             f"{entry['claim'].strip()}\n\n"
             f"**Profile:** `{profile}`. {_where(profile, wall, day, rendered_from)}\n\n"
-            + produced + _versions(name, profile) +
-            f"**Rerun it** at this profile with "
-            f"`python -m iteration_order.book run --profile {profile} --only {name}`, or with "
-            f"papermill at the paper's settings: `python -m iteration_order.book params {name} "
-            f"--profile paper > params.yml` then `papermill {template} {name}.ipynb -f "
-            f"params.yml`.\n\n"
+            + produced + _versions(name, profile) + rerun.format(template=template) +
             f"**Departures from the paper at this profile:**\n\n{gap_text}\n\n"
             f"```{{dropdown}} All parameters of this run\n| parameter | value | set by |\n"
             f"|---|---|---|\n"
             f"{rows}\n```\n")
+
+
+def _rerun_box(name: str, profile: str) -> str:
+    """What a rerun of the page costs at each profile (stored estimates, `book cost --write`),
+    then the commands; ``{template}`` is left for the caller."""
+    from .costs import stored_estimates
+
+    stored = stored_estimates()
+    priced = stored.get("pages", {}).get(name, {})
+    costs = [f"`{p}` {format_seconds(priced[p])}" for p in PROFILES if p in priced]
+    if costs:
+        cost = (f"Estimated compute of a rerun from scratch on {stored['machine']}, one core per "
+                f"run (`book cost`, {stored['day']}): {', '.join(costs)}; divide by the jobs you "
+                f"give it. On a GPU: not measured yet (README: the GPU report).")
+    else:
+        cost = ("`book cost` prices the figure pages only; this page's own runs are timed in "
+                "its cells.")
+    quick = ("`quick` (about a minute, for a rerun by hand)" if "quick" in page(name)["profiles"]
+             else None)
+    profiles = ", ".join(p for p in [quick, "`cpu`", "`paper` (the paper's settings)"] if p)
+    return (f"**Rerun it.** {cost} With papermill at "
+            f"another profile ({profiles}): `python -m iteration_order.book params {name} "
+            f"--profile <profile> > params.yml`, then `papermill {{template}} {name}.ipynb -f "
+            f"params.yml`; its runs go to `results/` as untracked files (README: Rerunning a "
+            f"page by hand). Into the book: `make reproduce PROFILE={profile} PAGES={name}`."
+            f"\n\n")
 
 
 def _row(name: str, value, source: str, unused: bool) -> str:
@@ -212,7 +244,11 @@ def _decorate(nb, name: str, profile: str, params: dict, wall: float, day: str |
             cell.source = "\n".join(line for line in cell.source.split("\n")
                                      if line.strip() != NBVAL_MARKER)
             if not {HIDE, HIDE_INPUT} & set(tags):
-                cell.metadata["tags"] = tags + [HIDE_INPUT]  # code collapsed, output shown
+                cell.metadata["tags"] = tags = tags + [HIDE_INPUT]  # code collapsed, output shown
+            if _glues_figure(cell) and HIDE_OUTPUT not in tags:
+                # the cell also displays its figure, for the notebook opened without the book
+                # (`display.glue`); the book shows it once, where {glue:figure} places it
+                cell.metadata["tags"] = tags + [HIDE_OUTPUT]
     header = _header(name, profile, params, wall, day, produced_by=_glues(nb, "provenance"),
                      rendered_from=rendered_from)
     nb.cells.insert(0, _tagged_markdown(header, "page-header"))
@@ -260,8 +296,11 @@ def check_overwrite(name: str, profile: str, force: bool = False) -> None:
     executed = _executed_profile(path)
     if executed and executed != profile and not force:
         raise ValueError(f"book/{path.relative_to(BOOK).as_posix()} was executed at profile "
-                         f"{executed!r}; running it at profile {profile!r} would replace it: "
-                         f"pass --force (force=True) to replace it")
+                         f"{executed!r}; running it at profile {profile!r} would replace it. "
+                         f"To replace it, add FORCE=1 to `make reproduce` (--force to "
+                         f"`python -m iteration_order.book run`, force=True from Python); to "
+                         f"rerun it without touching the book, use papermill as the README's "
+                         f"'Rerunning a page by hand' shows.")
 
 
 def execute_page(name: str, profile: str, jobs: int, force: bool = False,
@@ -289,7 +328,7 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False,
     try:
         papermill.execute_notebook(
             str(template_path(name)), str(tmp), parameters={**params, "jobs": jobs,
-                                                            "profile": profile},
+                                                            "profile": profile, "page": name},
             cwd=str(ROOT), kernel_name="python3", progress_bar=False, log_output=True)
         wall = time.perf_counter() - start
         nb = nbformat.read(tmp, as_version=4)
@@ -322,6 +361,12 @@ def run_pages(profile: str, only: list[str] | None = None, jobs: int = 1, force:
     ValueError naming every problem."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    if profile not in BOOK_PROFILES:
+        raise ValueError(f"the {profile} profile is for a rerun by hand and never becomes a page "
+                         f"of the book: `python -m iteration_order.book params <page> --profile "
+                         f"{profile} > params.yml`, then `papermill notebooks/<template>.ipynb "
+                         f"out.ipynb -f params.yml` (README: Rerunning a page by hand); the "
+                         f"book's profiles are {', '.join(BOOK_PROFILES)}")
     settings, rendered_from = _run_settings(profile, executor, shards, device)
     names = list(load_pages())
     for name in only or []:
@@ -521,6 +566,10 @@ def main(argv: list[str] | None = None) -> None:
     cost.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     cost.add_argument("--only", nargs="+", metavar="PAGE", help="only these pages")
     cost.add_argument("--jobs", type=int, default=1, help="parallel runs to divide the total by")
+    cost.add_argument("--write", action="store_true",
+                      help="price every figure page at the quick, cpu and paper profiles and "
+                           "store the estimates the page headers quote (results/"
+                           "cost-estimates.json)")
     args = parser.parse_args(argv)
     try:
         _command(parser, args)
@@ -534,7 +583,7 @@ def page_parameters_yaml(name: str, profile: str) -> str:
     defaults fill in the rest, as they do for the runner."""
     import yaml
 
-    values = {**checked_parameters(name, profile), "profile": profile}
+    values = {**checked_parameters(name, profile), "profile": profile, "page": name}
     return yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
 
 
@@ -573,7 +622,7 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         print(f"every executed page in {BOOK} matches experiments.yml and its template, and every "
               f"result it loads is in the cache")
     elif args.command == "cost":
-        from .costs import page_costs, render_costs
+        from .costs import page_costs, render_costs, write_estimates
         if args.jobs < 1:
             parser.error(f"--jobs must be >= 1; got {args.jobs}")
         profile = args.profile or default_profile()
@@ -584,9 +633,12 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             import torch
             device = args.device if args.device != "auto" else (
                 "cuda" if torch.cuda.is_available() else "cpu")
+            if args.write:
+                print(f"stored the estimates in {write_estimates(device)}")
+                return
             costs, not_covered = page_costs(profile, device, args.only)
         except ValueError as err:
-            parser.error(str(err))
+            raise SystemExit(f"error: {err}") from None
         print(render_costs(costs, not_covered, profile, device, args.jobs))
     else:
         if args.jobs < 1:
@@ -599,10 +651,8 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                       args.missing, args.executor, args.shards, args.device)
         except RegistryError:
             raise
-        except ValueError as err:
-            parser.error(str(err))
-        except RuntimeError as err:
-            raise SystemExit(str(err)) from None
+        except (ValueError, RuntimeError) as err:  # one paragraph, without argparse's usage
+            raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

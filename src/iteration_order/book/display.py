@@ -1,0 +1,114 @@
+"""What a page template shows when it is opened as a plain notebook (Jupyter, VS Code, a
+downloaded ``.ipynb``), without the book.
+
+The book places figures with ``{glue:figure}`` and fills the conclusion's numbers with
+``{glue:text}`` roles; only jupyter-book resolves those. So the templates glue through `glue`
+below, which also *displays* every figure and its caption in the cell that makes it, and end with
+`show_conclusion`, which prints the page's conclusion with its numbers filled in as plain
+markdown. In the book those outputs would appear a second time: the runner tags every cell that
+glues a figure ``remove-output`` and the conclusion cell is ``remove-cell``, so each figure and
+the conclusion are shown exactly once there (`tests/test_display.py`, `tests/test_built_html.py`).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import matplotlib.figure
+import pandas as pd
+from IPython.display import Markdown, display as _show
+from myst_nb import glue as _myst_glue
+
+from .registry import PROFILES, page as registry_page
+
+__all__ = ["glue", "glued", "show_table", "render_roles", "conclusion_markdown",
+           "show_conclusion", "FIGURE_MIME"]
+
+FIGURE_MIME = "image/png"
+_glued: dict[str, Any] = {}  # this kernel's glued values, by key, for `show_conclusion`
+# a MyST role: {name}`content`; the roles the registry's prose uses are rendered below
+_ROLE = re.compile(r"\{(?P<role>[a-z]+(?::[a-z]+)?)\}`(?P<body>[^`]*)`")
+
+
+def glue(key: str, value: Any, display: bool = False) -> None:
+    """`myst_nb.glue` (never displayed by it), remembering the value for `show_conclusion`; a
+    figure, and markdown glued under a key ending in ``_caption``, are also displayed here so
+    that the notebook shows them without the book."""
+    _glued[key] = value
+    _myst_glue(key, value, display=display)
+    if isinstance(value, matplotlib.figure.Figure) or (key.endswith("_caption")
+                                                        and isinstance(value, Markdown)):
+        _show(value)
+
+
+def glued() -> dict[str, Any]:
+    """The values glued so far in this kernel, by key (a copy)."""
+    return dict(_glued)
+
+
+def show_table(frame: pd.DataFrame) -> None:
+    """Display a whole table: pandas would cut a long one to its first and last rows."""
+    with pd.option_context("display.max_rows", None, "display.max_columns", None):
+        _show(frame)
+
+
+def _text(value: Any, spec: str) -> str:
+    if isinstance(value, Markdown):
+        return str(value.data)
+    if spec:
+        try:
+            return format(value, spec)
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def render_roles(text: str, values: dict[str, Any]) -> str:
+    """The registry's prose with its roles resolved for a plain notebook: ``{glue:text}`k:spec```
+    becomes the glued value formatted by ``spec``, ``{glue:md}`k``` its markdown, a ``{doc}`` link
+    its text and a citation the paper's authors. A key that was not glued is left visible as
+    ``[k: not computed]`` rather than silently dropped."""
+    def one(match: re.Match) -> str:
+        role, body = match["role"], match["body"]
+        if role.startswith("glue"):
+            key, _, spec = body.partition(":")
+            if key not in values:
+                return f"[{key}: not computed]"
+            return _text(values[key], spec)
+        if role == "doc":
+            return re.sub(r"\s*<[^>]*>$", "", body) or body
+        if role.startswith("cite"):
+            return "Dherin et al. (2025)" if role == "cite:t" else "(Dherin et al., 2025)"
+        return body
+    return _ROLE.sub(one, text)
+
+
+def conclusion_markdown(page: str, profile: str, values: dict[str, Any]) -> str:
+    """The page's written conclusion at ``profile`` with its numbers filled in."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    written = registry_page(page).get("conclusion", {}).get(profile)
+    if written:
+        return "## What our run shows\n\n" + render_roles(written.strip(), values)
+    # No prose for this profile (smoke, quick): the page's measured claims, as glued
+    claims = [f"- `{key[:-len('_evidence')]}`: {_text(value, '')}"
+              + (f"; {_text(values[key[:-9] + '_interval'], '')}"
+                 if key[:-9] + "_interval" in values else "")
+              for key, value in values.items() if key.endswith("_evidence")]
+    return (f"## What our run shows\n\nNo conclusion is written for page `{page}` at the "
+            f"`{profile}` profile; the figures and tables above are the result"
+            + (", and the claims measure as follows (per-seed ratio other order / forward below "
+               "1 means the claim holds):\n\n" + "\n".join(claims) if claims else ".")
+            + "\n")
+
+
+def show_conclusion(page: str, profile: str) -> None:
+    """Display the conclusion of ``page`` (a registry page name, as `book params` writes it) with
+    the numbers this kernel glued. Without a page name (a template run with its own defaults)
+    say how to get one."""
+    if not page:
+        _show(Markdown("*No page name was given (parameter `page`), so no conclusion is shown: "
+                         "`python -m iteration_order.book params <page> --profile <profile>` "
+                         "writes the parameters of a page, its name included.*"))
+        return
+    _show(Markdown(conclusion_markdown(page, profile, _glued)))
