@@ -37,7 +37,9 @@ def mini_fashionmnist(tmp_path_factory):
 def test_the_tiny_report_fills_every_section_and_writes_strict_json(mini_fashionmnist, tmp_path,
                                                                      capsys):
     out = tmp_path / "report"
-    result = gpu_report.main(["--tiny", "--out", str(out), "--data-root", str(mini_fashionmnist)])
+    # a generous budget: on a busy machine the tiny budget would leave families out
+    result = gpu_report.main(["--tiny", "--out", str(out), "--data-root", str(mini_fashionmnist),
+                              "--budget", "600"])
     printed = capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["gpu-report-cpu-tiny.json",
                                                      "gpu-report-cpu-tiny.md"]
