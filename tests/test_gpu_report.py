@@ -55,7 +55,10 @@ def test_the_tiny_report_fills_every_section_and_writes_strict_json(mini_fashion
     assert len(families) == 9 and not sections["agreement"]["skipped"]
     assert all(math.isfinite(f["largest relative difference"]) for f in families.values())
     # 2: both page-scale cases with their ratios
-    assert len(sections["page-scale"]["cases"]) == 2
+    cases = sections["page-scale"]["cases"]
+    assert len(cases) == 2
+    assert cases["FashionMNIST MLP 5x500, batch 8"]["batched timed on"] == \
+        "the engine over the window"
     assert all(c["batched / hand loop (speed)"] > 0 for c in sections["page-scale"]["cases"].values())
     # 3: the whole (miniature) train and test sets evaluated
     assert sections["evaluation"]["examples"] == 256 + 128
