@@ -417,7 +417,7 @@ def fig07(scale: Scale, device: str, data_root: Path, work: Path, clock: Clock) 
     # backward: shards of about equal cost, run one after the other while time is left
     plan = shard_plan(backward, scale.shards)
     weights = _shard_weights(backward, plan)
-    spent, share, done = 0.0, 0.0, 0
+    spent, share, done, applications = 0.0, 0.0, 0, 0
     engine_used = width = None
     for shard, weight in zip(plan, weights):
         rate = spent / share if share else predicted["backward"].seconds
@@ -425,9 +425,11 @@ def fig07(scale: Scale, device: str, data_root: Path, work: Path, clock: Clock) 
             break
         result = run_shard(backward, runtime, shard)
         spent, share, done = spent + result["runtime"]["wall_seconds"], share + weight, done + 1
+        applications += result["applications"]
         engine_used, width = result["engine"], result["runtime"]["group_size"]
     out["backward"] = {"finished": done == len(plan), "seconds": spent, "shards": len(plan),
                        "shards done": done, "share of the run done": share,
+                       "map applications": applications,
                        "engine": engine_used, "group width": width}
     # predicted / measured on what ran (the backward part priced by its share of the run)
     ratios = {}
@@ -467,6 +469,13 @@ def _fig07_markdown(out: dict) -> str:
         ratio = f"{ratios[order]:.2f}" if order in ratios else "–"
         lines.append(f"| {order} | {engine} | {e['map applications']:,} | {e['evaluations']:,} | "
                      f"{_seconds(e['seconds'])} | {measured[order]} | {ratio} |")
+    if b["shards done"]:
+        lines += ["", f"Backward ran as {b['shards']} shards one after the other "
+                  f"(`trajectory.shard_plan`, so that it can stop in time); each shard recomputes "
+                  f"the iterate before its first step, so the shards that ran made "
+                  f"{b['map applications']:,} map applications"
+                  + (f" against the unsharded run's {p['backward']['map applications']:,}."
+                     if b["finished"] else ".")]
     if not b["finished"] and "backward" in ratios:
         lines += ["", "Backward's ratio is for the shards that ran, each priced by its share of "
                   "the predicted cost (map applications and evaluations counted as the shard "
@@ -508,10 +517,18 @@ def cost_table(scale: Scale, device: str, data_root: Path, clock: Clock) -> dict
     worker = ctx.Process(target=_cost_worker, daemon=True,
                          args=(scale.cost_profile, device, pages, str(data_root), answer))
     worker.start()
+    deadline, status, payload = time.perf_counter() + max(1.0, clock.left()), None, None
     try:
-        status, payload = answer.get(timeout=max(1.0, clock.left()))
-    except queues.Empty:
-        status, payload = "timeout", None
+        while status is None:  # the answer, or the worker's death, or the end of the budget
+            alive = worker.is_alive()
+            try:
+                status, payload = answer.get(timeout=1.0)
+            except queues.Empty:
+                if not alive:
+                    status, payload = "failed", f"the child process died (exit code " \
+                                                f"{worker.exitcode}) without an answer"
+                elif time.perf_counter() > deadline:
+                    status = "timeout"
     finally:
         worker.join(timeout=5)
         if worker.is_alive():
@@ -536,11 +553,11 @@ def cost_table(scale: Scale, device: str, data_root: Path, clock: Clock) -> dict
 # The report: written after every section; the targets read from what is there
 # ------------------------------------------------------------------------------------------------
 
-def device_info(device: torch.device, tiny: bool) -> dict:
+def device_info(device: torch.device, tiny: bool, argv: list[str]) -> dict:
     info = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else
             None, "python": platform.python_version(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "tiny": tiny, "argv": sys.argv[1:],
+            "cpus": os.cpu_count(), "tiny": tiny, "argv": argv,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -585,7 +602,8 @@ def targets(sections: dict) -> list[dict]:
                     f"lowest {low:.1f}× ({low / SPEEDUP_TARGET:.2f} of the target; "
                     + ", ".join(f"{n}: {v:.1f}×" for n, v in speeds.items()) + ")"))
     else:
-        out.append(("batched engine ≥ 50× the hand loop at page scale", None, "section 2 not done"))
+        out.append(("batched engine ≥ 50× the hand loop at page scale", None,
+                    "section 2 not done"))
     fig = done("fig07")
     name = "Figure 7's paper profile ≤ 3 min (all its seeds, one device)"
     if fig and "page seconds (all seeds)" in fig:
@@ -671,7 +689,8 @@ class Report:
         i = self.info
         where = (f"{i['gpu']} ({i['gpu_memory_gib']} GiB, {i['multiprocessors']} SMs, compute "
                  f"capability {i['capability']}; TF32: matmul {i['tf32_matmul']}, cuDNN "
-                 f"{i['tf32_cudnn']})" if "gpu" in i else f"CPU ({i['machine']}, {i['cpus']} cores)")
+                 f"{i['tf32_cudnn']})" if "gpu" in i else
+                 f"CPU ({i['machine']}, {i['cpus']} cores)")
         lines = [f"# GPU report: {i.get('gpu', 'CPU')}{' (tiny)' if i['tiny'] else ''}", "",
                  f"- device: {where}",
                  f"- torch {i['torch']}, CUDA {i['cuda']}, cuDNN {i['cudnn']}, Python "
@@ -681,8 +700,8 @@ class Report:
                  f"{sum(s['status'] == 'done' for s in self.sections.values())} of "
                  f"{len(SECTIONS)} sections done"]
         if i["tiny"]:
-            lines += ["", "**A tiny run** (`--tiny`): the same code at tiny sizes, a check that the "
-                      "command works; its numbers say nothing about the targets."]
+            lines += ["", "**A tiny run** (`--tiny`): the same code at tiny sizes, a check that "
+                      "the command works; its numbers say nothing about the targets."]
         lines += ["", "## Targets (issue 12)", ""]
         lines += [f"- {t['line']}" for t in payload["targets"]]
         for name in SECTIONS:
@@ -764,7 +783,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.budget is not None:
         scale = replace(scale, budget=args.budget)
     dev = resolve_device(device)
-    info = device_info(dev, args.tiny)
+    info = device_info(dev, args.tiny, sys.argv[1:] if argv is None else list(argv))
     info["scale"] = asdict(scale)
     clock = Clock(scale.budget)
     with tempfile.TemporaryDirectory(prefix="gpu-report-") as scratch:
