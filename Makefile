@@ -12,6 +12,9 @@
 #                 (default: cuda at the paper profile, rendered from results/*-cuda.json without
 #                 CUDA; auto otherwise); [FORCE=1] - replace a page executed at another profile
 #   make lock   - re-resolve the whole stack from pyproject.toml into requirements/constraints.txt
+#   make gpu-report [DATA_ROOT=.gpu-data] [GPU_REPORT_ARGS="--tiny --out DIR"] - the GPU targets
+#                 measured in one report (results/gpu-report-<gpu>.md/.json), at most 8 minutes
+#                 on a CUDA machine; runs from a plain checkout (no venv, no install)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -31,7 +34,8 @@ DEVICE   ?=
 # FORCE=1 replaces a page executed at another profile (e.g. a smoke run over the cpu page)
 FORCE    ?=
 
-.PHONY: setup test pytest nbval book build-book check-html check-book reproduce bench lock clean
+.PHONY: setup test pytest nbval book build-book check-html check-book reproduce bench gpu-report \
+        lock clean
 
 setup: $(STAMP)
 
@@ -84,6 +88,14 @@ reproduce: $(STAMP)
 # Backward-SGD speed ratios (hand loop, sequential and batched engines, processes); < 5 min here.
 bench: $(STAMP)
 	$(PY) -m iteration_order.bench
+
+# The GPU targets of issues 12 and 22 (python -m iteration_order.gpu_report): no install step, so
+# that it runs on a GPU machine without network with its own torch, from the sources (PYTHONPATH);
+# the venv's python when there is one, else python3. GPU_REPORT_ARGS=--tiny: the CPU check.
+GPU_PY          ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_REPORT_ARGS ?=
+gpu-report:
+	PYTHONPATH=src $(GPU_PY) -m iteration_order.gpu_report --data-root $(DATA_ROOT) $(GPU_REPORT_ARGS)
 
 # Re-resolve the stack from pyproject.toml's ranges in a throw-away venv (newest versions that fit)
 # and freeze it. Run `make test` afterwards: the lock is only as good as the build it passed.

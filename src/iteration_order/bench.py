@@ -26,6 +26,7 @@ import json
 import multiprocessing as mp
 import platform
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -77,16 +78,19 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
-def hand_loop(run: Prepared, last: int | None = None) -> None:
+def hand_loop(run: Prepared, last: int | None = None,
+              restarts: Iterable[int] | None = None) -> None:
     """The minimal restart loop a person would write: no engine, no functional calls. A fresh
-    optimiser per restart (momentum and Adam restart their state with the parameters)."""
+    optimiser per restart (momentum and Adam restart their state with the parameters).
+    Restart n computes the backward iterate of step n (n map applications); ``restarts`` names
+    the ones to run (default every n in 1..``last``, i.e. full backward SGD)."""
     model = copy.deepcopy(run.model).train()
     theta0 = {k: v.clone() for k, v in model.state_dict().items()}
     make = (run.maps.make_optimizer if isinstance(run.maps, OptimizerMaps)
             else lambda p: torch.optim.SGD(p, lr=run.config.lr))
     loss_fn = run.maps.loss_fn
     x, y, rows = run.data.x_train, run.data.y_train, run.maps.rows
-    for n in range(1, (last or len(rows)) + 1):
+    for n in restarts if restarts is not None else range(1, (last or len(rows)) + 1):
         model.load_state_dict(theta0)
         optimizer = make(model.parameters())
         for i in range(n - 1, -1, -1):
@@ -183,17 +187,21 @@ def predicted_map_seconds(config: TrajectoryConfig, device: str, group_size: int
     return predictions[0], predictions[1]
 
 
-def evaluation_throughput(config: TrajectoryConfig, device: str, repeats: int) -> dict:
-    """Examples per second of a full evaluation (`Evaluator`, train and test sets) against the
-    forward-pass ceiling: plain ``model(x)`` on one chunk of the evaluator's size, no loss, no
-    metrics. Fake data's training rows are repeated to ``_EVAL_EXAMPLES`` examples (a real
-    image set has tens of thousands); a synthetic set is evaluated at its own size (201)."""
-    run = prepare(config, Runtime(device=device, threads=1, progress=False))
+def evaluation_throughput(config: TrajectoryConfig, device: str, repeats: int,
+                          data_root: str | None = None) -> dict:
+    """Examples per second of a full evaluation (`Evaluator`, train and test sets, or the
+    config's ``eval_train_size``/``eval_test_size`` subsets when set) against the forward-pass
+    ceiling: plain ``model(x)`` on one chunk of the evaluator's size, no loss, no metrics. Fake
+    data's training rows are repeated to ``_EVAL_EXAMPLES`` examples (a real image set has tens
+    of thousands); a synthetic set is evaluated at its own size (201). ``data_root``: where a
+    real image set is read (default ``$DATA_ROOT``)."""
+    run = prepare(config, Runtime(device=device, threads=1, data_root=data_root, progress=False))
     data = run.data
     if config.fake_data and len(data.x_train) < _EVAL_EXAMPLES:
         rows = torch.arange(_EVAL_EXAMPLES, device=run.device) % len(data.x_train)
         data = replace(data, x_train=data.x_train[rows], y_train=data.y_train[rows])
-    evaluator = Evaluator(run.model, data, config.seed, 0, 0)
+    evaluator = Evaluator(run.model, data, config.seed, config.eval_train_size,
+                          config.eval_test_size)
     model = copy.deepcopy(run.model).eval()
     batch = data.x_train[:min(evaluator.chunk, len(data.x_train))]
 
@@ -209,6 +217,7 @@ def evaluation_throughput(config: TrajectoryConfig, device: str, repeats: int) -
     achieved = evaluator.examples / min(evaluation)
     ceiling_rate = len(batch) / min(plain)
     return {"examples": evaluator.examples, "chunk": evaluator.chunk,
+            "evaluation seconds": min(evaluation),
             "evaluation examples/s": achieved, "forward ceiling examples/s": ceiling_rate,
             "evaluation / ceiling (examples/s)": achieved / ceiling_rate}
 
