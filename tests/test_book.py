@@ -239,3 +239,19 @@ def test_book_params_round_trips_through_papermill(tmp_path):
 def test_book_params_names_a_bad_page():
     with pytest.raises(SystemExit):
         runner.main(["params", "nope", "--profile", "paper"])
+
+
+def test_departures_name_the_papers_value_only_where_the_paper_states_it():
+    # the paper has no momentum page and no Theorem 2.6 experiment: no value is the paper's
+    for name in ("momentum-x2", "theorem-2-6", "appendix-c-lie-bracket", "sharpness"):
+        assert not [l for l in registry.departures(name, "cpu") if "(paper: " in l], name
+    lines = registry.departures("fig02-resnet18", "cpu")
+    assert "`eval_test_size` = 200 (the paper gives no value; our `paper` profile uses 0)" in lines
+    assert "`lr`" not in " ".join(lines)  # unchanged values are not departures
+
+
+def test_how_a_page_runs_is_never_a_departure():
+    for name in load_pages():
+        for profile in ("smoke", "cpu"):
+            assert not [l for l in registry.departures(name, profile)
+                        if l.startswith(("`engine`", "`data_root`", "`download`"))], name

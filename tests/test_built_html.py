@@ -161,3 +161,54 @@ def test_every_figure_is_shown_exactly_once():
         assert len(images) == len(set(images)) == _glued_figures(notebook), (html, images)
         checked += 1
     assert checked >= 10
+
+
+COLUMN_PX = 900  # wider than the book theme's article column: an image is shown at most this wide
+
+
+def _png_width(path: Path) -> int:
+    import struct
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">I", head[16:20])[0]
+
+
+def test_every_figure_has_at_least_150_dpi_at_its_displayed_width():
+    """A PNG is scaled to the column (CSS max-width 100%), 96 CSS px to the inch: its pixel width
+    over the width it is shown at must give >= 150 dpi."""
+    checked = 0
+    for page in _pages():
+        loads = _Loads()
+        loads.feed(page.read_text(encoding="utf-8"))
+        for url in loads.urls:
+            if not url.split("?")[0].endswith(".png") or "_static" in url:
+                continue
+            png = (page.parent / url.split("?")[0]).resolve()
+            width = _png_width(png)
+            shown = min(width, COLUMN_PX)
+            assert width / shown * 96 >= 150, (page.name, url, width)
+            checked += 1
+    assert checked >= 20
+
+
+def test_wide_tables_and_equations_scroll_inside_the_column():
+    css = (HTML / "_static" / "iteration-order.css").read_text()
+    for selector in (".cell_output table", "div.math", 'mjx-container[display="true"]'):
+        assert selector in css
+    assert css.count("overflow-x: auto") >= 2
+    for page in _pages():
+        if page.name in ("search.html", "genindex.html"):
+            continue
+        assert "iteration-order.css" in page.read_text(encoding="utf-8"), page.name
+
+
+def test_captions_carry_no_figure_number_of_the_book():
+    """The paper's figure numbers are the only ones a reader sees (numfig is off)."""
+    for page in _pages():
+        text = page.read_text(encoding="utf-8")
+        assert 'class="caption-number"' not in text, page.name
+
+
+def test_bibliography_labels_match_the_citations():
+    text = (HTML / "book" / "references.html").read_text(encoding="utf-8")
+    assert "Dherin et al., 2025" in text and "DAK+25" not in text

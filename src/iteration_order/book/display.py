@@ -25,6 +25,11 @@ __all__ = ["glue", "glued", "show_table", "render_roles", "conclusion_markdown",
            "show_conclusion", "FIGURE_MIME"]
 
 FIGURE_MIME = "image/png"
+# A glued figure is rendered at least this many pixels wide (and at least 200 dpi): the book's
+# column is under 900 CSS px, so a PNG scaled to it keeps >= 150 dpi (96 CSS px per inch), which
+# tests/test_built_html.py checks on the built pages.
+MIN_FIGURE_PIXELS = 1500
+MIN_FIGURE_DPI = 200
 _glued: dict[str, Any] = {}  # this kernel's glued values, by key, for `show_conclusion`
 # a MyST role: {name}`content`; the roles the registry's prose uses are rendered below
 _ROLE = re.compile(r"\{(?P<role>[a-z]+(?::[a-z]+)?)\}`(?P<body>[^`]*)`")
@@ -35,6 +40,8 @@ def glue(key: str, value: Any, display: bool = False) -> None:
     figure, and markdown glued under a key ending in ``_caption``, are also displayed here so
     that the notebook shows them without the book."""
     _glued[key] = value
+    if isinstance(value, matplotlib.figure.Figure):
+        value.set_dpi(max(MIN_FIGURE_DPI, MIN_FIGURE_PIXELS / value.get_figwidth()))
     _myst_glue(key, value, display=display)
     if isinstance(value, matplotlib.figure.Figure) or (key.endswith("_caption")
                                                         and isinstance(value, Markdown)):

@@ -39,6 +39,9 @@ REQUIRED_PROFILES = ("smoke", "cpu", "paper")
 ROOT = Path(__file__).resolve().parents[3]
 REGISTRY = ROOT / "experiments.yml"
 RUNTIME_PARAMETERS = ("jobs", "profile", "page")  # passed to every page, not part of the science
+# How a page's runs execute, never what they compute: not departures from the paper (the engine
+# each run used is named under the header's *Produced by*, from the results)
+HOW_IT_RUNS = ("engine", "data_root", "download")
 # The kernel's own names in a notebook's namespace, besides those starting with "_": IPython's
 # (its user_ns_hidden) and ipykernel's `open`, which warns about opening the standard streams.
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -131,15 +134,22 @@ def departures(name: str, profile: str, path: Path | None = None) -> list[str]:
     Each item is markdown; a structured value (a study's list of runs) becomes nested bullets."""
     _check_profile(profile)
     mine, paper = parameters(name, profile, path), parameters(name, "paper", path)
-    lines = [_departure(k, mine[k], paper.get(k)) for k in mine if mine[k] != paper.get(k)]
+    stated = set(page(name, path).get("paper_states", []))
+    lines = [_departure(k, mine[k], paper.get(k), k in stated) for k in mine
+             if mine[k] != paper.get(k) and k not in HOW_IT_RUNS]
     return lines + list(page(name, path).get("notes", {}).get(profile, []))
 
 
-def _departure(key: str, mine, paper) -> str:
+def _departure(key: str, mine, paper, stated: bool) -> str:
+    """One changed value; the paper's value is named as the paper's only where the paper states
+    it (the page's ``paper_states``), else as our paper profile's choice."""
     if not isinstance(mine, (dict, list)) or not any(isinstance(v, (dict, list)) for v in
                                                       (mine.values() if isinstance(mine, dict)
                                                        else mine)):
-        return f"`{key}` = {_inline(mine)} (paper: {_inline(paper)})"
+        if stated:
+            return f"`{key}` = {_inline(mine)} (paper: {_inline(paper)})"
+        return (f"`{key}` = {_inline(mine)} (the paper gives no value; our `paper` profile "
+                f"uses {_inline(paper)})")
     return (f"`{key}` differs from the paper profile's; here it is:\n"
             + _bullets(mine, "  ") + "\n\n  and at the paper profile:\n\n" + _bullets(paper, "  "))
 
@@ -308,6 +318,12 @@ def check_registry(path: Path | None = None) -> list[str]:
             if not found:
                 found = [p for p in [_config_problem(name, profile, path)] if p]
             problems += [f"{name} [{profile}]: {p}" for p in found]
+        stated = entry.get("paper_states", [])
+        known = set(parameters(name, "paper", path)) if "paper" in entry.get("profiles", {}) else set()
+        if not isinstance(stated, list) or not all(isinstance(k, str) and k in known
+                                                   for k in stated):
+            problems.append(f"{name}: paper_states must list parameters of the page's paper "
+                            f"profile ({', '.join(sorted(known))}); got {stated!r}")
         if entry.get("part", "practice") not in PARTS:
             problems.append(f"{name}: unknown part {entry.get('part')!r}; parts are "
                             f"{', '.join(PARTS)}")

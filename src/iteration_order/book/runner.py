@@ -200,8 +200,10 @@ def _rerun_box(name: str, profile: str) -> str:
 
 
 def _row(name: str, value, source: str, unused: bool) -> str:
-    return (f"| `{name}` | `{json.dumps(value)}` | {source}"
-            f"{', not used by this model' if unused else ''} |")
+    note = (", not used by this model" if unused else
+            ", requested: the engine each run used is under *Produced by*" if name == "engine"
+            else "")
+    return f"| `{name}` | `{json.dumps(value)}` | {source}{note} |"
 
 
 def _conclusion(name: str, profile: str) -> str:
@@ -479,7 +481,7 @@ def write_figures() -> None:
     """The book's own figures that are not the output of a page (the introduction's diagram)."""
     from .plots import order_diagram
     (BOOK / "figures").mkdir(exist_ok=True)
-    order_diagram().savefig(BOOK / "figures" / "orders.png", dpi=130,
+    order_diagram().savefig(BOOK / "figures" / "orders.png", dpi=200,
                             metadata={"Software": None})
 
 
