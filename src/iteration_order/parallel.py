@@ -50,8 +50,10 @@ from pathlib import Path
 
 import torch
 
-from .cache import (MissingResultError, atomic_write_json, cache_mode, check_writable, jsonable,
-                    read_valid)
+# DeviceMismatchError: a stored result computed on another device than the one its file name
+# says (a page would show runs of another device than it claims); the cache's read refuses it.
+from .cache import (DeviceMismatchError, MissingResultError, cache_mode, check_writable,
+                    jsonable, read_valid, store_result)
 from .cost import cost_table, estimate_costs, format_seconds
 from .orders import planned_applications
 from .validation import choice_or_env
@@ -101,10 +103,6 @@ class ShardsFailed(RuntimeError):
         super().__init__(f"{len(errors)} of its {shards} shards failed: " + "; ".join(
             f"shard {s.first}:{s.stop}: {type(e).__name__}: {e}" for s, e in errors.items()))
 
-
-class DeviceMismatchError(ValueError):
-    """A stored result was computed on another device than the one its file name says: a page
-    would show runs of another device than it claims, so the result is refused."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -393,7 +391,7 @@ class _Collector:
         """A result computed elsewhere, stored here too unless a shared folder already has it."""
         path = result_path(config, self.runtime)
         if not path.is_file():
-            atomic_write_json(path, {k: v for k, v in result.items() if k != "from_cache"})
+            store_result(path, {k: v for k, v in result.items() if k != "from_cache"})
 
     def _merge(self, config: TrajectoryConfig, parts: list[dict]) -> None:
         try:
