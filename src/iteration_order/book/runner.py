@@ -510,6 +510,8 @@ def main(argv: list[str] | None = None) -> None:
                             "registry, their templates and the results cache, executing nothing "
                             "(the first half of make check-book)")
     verify.add_argument("--only", nargs="+", metavar="PAGE", help="only these pages")
+    sub.add_parser("restamp", help="add the content digest to results/ files written before "
+                   "digests existed, each only after it passes every check verify applies")
     sub.add_parser("toc", help="write _toc.yml from the executed pages, and the book's own figures")
     template = sub.add_parser("template", help="re-execute templates at their smoke defaults and "
                               "store the outputs nbval compares")
@@ -572,6 +574,16 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             raise SystemExit(f"{len(problems)} problem(s) in the executed pages of {BOOK}")
         print(f"every executed page in {BOOK} matches experiments.yml and its template, and every "
               f"result it loads is in the cache")
+    elif args.command == "restamp":
+        from .verify import restamp_results
+        stamped, refused, left = restamp_results(BOOK)
+        print(f"{len(stamped)} result file(s) stamped with their content digest")
+        for path in refused:
+            print(f"refused (fails a check; recompute it): {path}")
+        for path in left:
+            print(f"left without a digest (no executed page loads it): {path}")
+        if refused:
+            raise SystemExit(f"{len(refused)} result file(s) refused")
     elif args.command == "cost":
         from .costs import page_costs, render_costs
         if args.jobs < 1:
