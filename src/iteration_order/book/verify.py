@@ -164,7 +164,9 @@ def parameters_cell_problems(page: ExecutedPage) -> list[str]:
                                     {**wanted, "jobs": jobs, "profile": page.profile},
                                     "Parameters")
     if injected[0].source.strip() != rendered.strip():
-        mine, theirs = injected[0].source.strip().split("\n"), rendered.strip().split("\n")
+        # the first line that differs, blank lines aside (to name an added line, not a gap)
+        mine, theirs = ([line for line in text.split("\n") if line.strip()]
+                        for text in (injected[0].source, rendered))
         first = next((k for k, (a, b) in enumerate(zip(mine, theirs)) if a != b),
                      min(len(mine), len(theirs)))
         line = mine[first] if first < len(mine) else "(missing)"
