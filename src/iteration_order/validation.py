@@ -15,11 +15,13 @@ from __future__ import annotations
 import keyword
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = ["check_bool", "check_int", "check_number", "check_str", "check_choice", "check_list",
-           "check_path", "check_identifier", "check_like", "describe_range"]
+           "check_path", "check_identifier", "check_like", "describe_range", "NAME_PATTERN",
+           "check_name", "check_data_path", "markup_problem"]
 
 
 def _fail(name: str, what: str, value: Any) -> None:
@@ -169,3 +171,53 @@ def check_like(name: str, value: Any, default: Any) -> Any:
         return value
     return value
 
+
+
+# ------------------------------------------------------------------------------------------------
+# Names that become paths, data paths, text that becomes markup (the registry's, issue 21)
+# ------------------------------------------------------------------------------------------------
+
+# Page and template names: they become file names (book/<page>.ipynb, notebooks/<template>.ipynb,
+# log lines, cache folders), so lower-case letters, digits, '-' and '_' only, starting with a
+# letter or digit: no '/', '..', whitespace, newline or anything a shell or a path would read.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def check_name(name: str, value: Any) -> str:
+    """A page or template name (`NAME_PATTERN`), safe as one path component."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        _fail(name, "a name of lower-case letters, digits, '-' and '_' (at most 64, starting "
+                    "with a letter or digit)", value)
+    return value
+
+
+def check_data_path(name: str, value: Any) -> str:
+    """The ``NAME`` of a ``npz:NAME`` data set: a relative path that stays inside the data root
+    (no absolute path, no '..' component, no '~', no backslash), whatever the data root is."""
+    text = check_str(name, value)
+    target = text[len("npz:"):] if text.startswith("npz:") else text
+    parts = target.split("/")
+    if (not target or target.startswith(("/", "~")) or "\\" in target or "\0" in target
+            or any(part in ("", ".", "..") for part in parts) or ":" in parts[0]):
+        _fail(name, "a relative path inside the data root (no '/' at the start, no '..', '.', "
+                    "'~' or empty component)", value)
+    return value
+
+
+# Raw HTML in text that becomes a page's markdown: a tag (<script>, </div>, <img ...>), a comment
+# or declaration (<!-- , <!DOCTYPE) or processing instruction. Code spans and MyST roles (`...`,
+# {doc}`text <target>`) are left out first: their '<' is rendered as text or is a link target.
+_CODE_SPAN = re.compile(r"(`+).*?\1", re.S)
+_HTML = re.compile(r"<(?:[A-Za-z][\w:-]*(?:\s|/?>)|/[A-Za-z]|[!?])")
+
+
+def markup_problem(name: str, text: str) -> str | None:
+    """Why ``text`` (registry prose that becomes markdown) may not be used: it holds raw HTML,
+    which would reach the built page as markup (a script, an iframe). None if it holds none."""
+    found = _HTML.search(_CODE_SPAN.sub("", text))
+    if found is None:
+        return None
+    start = max(found.start() - 20, 0)
+    return (f"{name} holds raw HTML ({_CODE_SPAN.sub('', text)[start:found.end() + 20]!r}); "
+            f"registry text is markdown only: write '&lt;' for a literal '<', or put it in a "
+            f"code span")
