@@ -21,7 +21,8 @@ from typing import Any
 
 __all__ = ["check_bool", "check_int", "check_number", "check_str", "check_choice", "check_list",
            "check_path", "check_identifier", "check_like", "describe_range", "NAME_PATTERN",
-           "check_name", "check_data_path", "markup_problem"]
+           "check_name", "check_data_path", "markup_problem", "check_device", "MAX_STEPS",
+           "MAX_RECORDED", "record_points_bound", "size_problems"]
 
 
 def _fail(name: str, what: str, value: Any) -> None:
@@ -221,3 +222,79 @@ def markup_problem(name: str, text: str) -> str | None:
     return (f"{name} holds raw HTML ({_CODE_SPAN.sub('', text)[start:found.end() + 20]!r}); "
             f"registry text is markdown only: write '&lt;' for a literal '<', or put it in a "
             f"code span")
+
+
+# ------------------------------------------------------------------------------------------------
+# Devices, and the size of a run: checked before anything is built (issue 21)
+# ------------------------------------------------------------------------------------------------
+
+_DEVICE_FORM = re.compile(r"auto|cpu|cuda|cuda:\d{1,3}")
+
+
+def check_device(name: str, value: Any) -> str:
+    """A device as the package names it: auto, cpu, cuda or cuda:N (checked before torch sees
+    it, so that ``tpu`` or ``cuda:abc`` is a message, not a torch traceback)."""
+    if not isinstance(value, str) or not _DEVICE_FORM.fullmatch(value):
+        _fail(name, "one of auto, cpu, cuda, cuda:N", value)
+    return value
+
+
+# The largest run a registry entry (or `book cost`) may ask for: far above the paper's (25,000
+# steps, a few thousand recorded), far below what would exhaust memory while a config is merely
+# built (its recorded steps are enumerated: 10**9 steps took 9.6 GB before failing).
+MAX_STEPS = 1_000_000
+MAX_RECORDED = 100_000
+
+
+def record_points_bound(spec: Any, steps: int) -> int | None:
+    """An upper bound on how many steps a record spec names, and so on the memory building it
+    takes (`trajectory.parse_record`'s forms, joined by '+'; ``log:M`` counts M, which it
+    builds), computed without enumerating them; None for a spec it cannot read (the config's own
+    check names the problem)."""
+    if not isinstance(spec, str) or not isinstance(steps, int):
+        return None
+    total = 0
+    for part in spec.split("+"):
+        kind, _, value = part.partition(":")
+        try:
+            if kind == "every":
+                total += steps // max(int(value), 1) + 1
+            elif kind == "log":
+                total += int(value) + 1  # parse_record builds all M grid points, then dedups
+            elif kind == "at":
+                total += value.count(",") + 1
+            elif kind == "range":
+                first, last, k = (int(s) for s in value.split(":"))
+                total += max(last - first, 0) // max(k, 1) + 1
+            else:
+                return None
+        except ValueError:
+            return None
+    return total
+
+
+def size_problems(values: Any, steps: Any = None, where: str = "") -> list[str]:
+    """Steps above `MAX_STEPS` and record specs naming more than `MAX_RECORDED` steps anywhere in
+    a page's parameters (nested studies included; a record spec is bounded with the ``steps``
+    beside it, else the enclosing one). Cheap: nothing is built or enumerated."""
+    problems = []
+    if isinstance(values, dict):
+        here = values.get("steps", steps)
+        if _is_int(values.get("steps")) and values["steps"] > MAX_STEPS:
+            problems.append(f"{where}steps must be <= {MAX_STEPS:,} (validation.MAX_STEPS); got "
+                            f"{values['steps']!r}")
+            here = None
+        for key, value in values.items():
+            if isinstance(key, str) and key.startswith("record") and isinstance(value, str) \
+                    and _is_int(here):
+                bound = record_points_bound(value, here)
+                if bound is not None and bound > MAX_RECORDED:
+                    problems.append(f"{where}{key}={value!r} records up to {bound:,} steps of "
+                                    f"{here:,}; at most {MAX_RECORDED:,} (validation."
+                                    f"MAX_RECORDED)")
+            elif isinstance(value, (dict, list)):
+                problems += size_problems(value, here, f"{where}{key}: ")
+    elif isinstance(values, list):
+        for item in values:
+            problems += size_problems(item, steps, where)
+    return problems

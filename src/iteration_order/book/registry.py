@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from ..validation import (check_data_path, check_identifier, check_like, check_name,
-                          markup_problem)
+                          markup_problem, size_problems)
 
 __all__ = ["PARTS", "PROFILES", "ROOT", "load_pages", "page", "parameters", "departures",
            "default_profile", "template_path", "template_parameters", "template_defaults",
@@ -301,7 +301,9 @@ def _parameter_problem(key, value, declared: dict) -> str | None:
 def template_problems(name: str, profile: str, path: Path | None = None) -> list[str]:
     """`parameter_problems` of one page at one profile, runtime parameters included."""
     values = {**parameters(name, profile, path), "jobs": 1, "profile": profile}
-    return parameter_problems(values, template_defaults(template_path(name, path)))
+    defaults = template_defaults(template_path(name, path))
+    # the size of its runs too, before anything builds them (validation.MAX_STEPS, MAX_RECORDED)
+    return parameter_problems(values, defaults) + size_problems({**defaults, **values})
 
 
 def checked_parameters(name: str, profile: str, path: Path | None = None) -> dict:

@@ -35,9 +35,10 @@ from pathlib import Path
 import nbformat
 
 from ..cache import CACHE_ENV
-from ..parallel import (DEVICE_ENV, EXECUTOR_ENV, EXECUTORS, SHARDS_ENV, executor_choice,
-                        shard_count)
+from ..parallel import (ALLOW_LONG_ENV, DEVICE_ENV, EXECUTOR_ENV, EXECUTORS, LONG_RUN_HOURS,
+                        SHARDS_ENV, executor_choice, shard_count)
 from ..trajectory import MLP_FIELDS
+from ..validation import check_device
 from .registry import (PARTS, PROFILES, ROOT, RUNTIME_PARAMETERS, RegistryError, check_registry,
                        checked_parameters, default_profile, departures, load_pages, page,
                        parameters, template_defaults, template_path)
@@ -500,6 +501,9 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--device", choices=DEVICES, default=None,
                      help="the device of the pages' runs (default: cuda at the paper profile, "
                           "else auto); without CUDA, cuda pages render from results/*-cuda.json")
+    run.add_argument("--allow-long", action="store_true",
+                     help=f"consent to runs estimated above {LONG_RUN_HOURS:g} h of wall time "
+                          f"(sets ${ALLOW_LONG_ENV}=1 for the page kernels; refused otherwise)")
     params = sub.add_parser("params", help="a page's parameters at a profile, as YAML that "
                             "papermill takes with -f")
     params.add_argument("page")
@@ -594,6 +598,7 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             if profile not in PROFILES:
                 raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
             import torch
+            check_device("--device", args.device)  # before torch parses it
             device = args.device if args.device != "auto" else (
                 "cuda" if torch.cuda.is_available() else "cpu")
             costs, not_covered = page_costs(profile, device, args.only)
@@ -606,6 +611,8 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         # papermill logs each cell's output (cost tables, finished runs) at INFO: show them
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         logging.getLogger("traitlets").setLevel(logging.ERROR)
+        if args.allow_long:
+            os.environ[ALLOW_LONG_ENV] = "1"  # the page kernels inherit it (parallel.run_many)
         try:
             run_pages(args.profile or default_profile(), args.only, args.jobs, args.force,
                       args.missing, args.executor, args.shards, args.device)
