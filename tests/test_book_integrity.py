@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 from iteration_order.book.registry import ROOT
-from iteration_order.book.verify import (all_executed_pages, drift_problems,
+from iteration_order.book.verify import (all_executed_pages, drift_problems, prose_problems,
                                           parameters_cell_problems, verify_book)
 
 PAGE = "fig04-x2"  # a committed cpu page
@@ -115,3 +115,39 @@ def test_the_nbval_half_refuses_a_page_with_an_edited_parameters_cell_without_ru
     # the first cell errors at its setup (before the kernel starts), the others are skipped
     assert re.search(r"\d+ skipped, 1 error in", out) and " passed" not in out, out
     assert not marker.exists()  # the added line never ran
+
+
+def _edit_tagged(tag, old_new=None):
+    def change(nb):
+        cell = next(c for c in nb.cells if tag in c.metadata.get("tags", []))
+        if old_new is None:  # the last word of its second paragraph replaced
+            words = cell.source.split(" ")
+            words[-3] = "noisier" if words[-3] != "noisier" else "steadier"
+            cell.source = " ".join(words)
+        else:
+            assert old_new[0] in cell.source
+            cell.source = cell.source.replace(*old_new)
+    return change
+
+
+@pytest.mark.parametrize("tag, what", [("page-header", "header"),
+                                       ("page-conclusion", "conclusion")])
+def test_edited_header_or_conclusion_prose_fails_verify(tmp_path, tag, what):
+    book = tmp_path / "book"
+    _copy(book, _edit_tagged(tag))
+    problems, _ = verify_book(book, results_dir=ROOT / "results")
+    assert len(problems) == 1, problems
+    assert f"its {what} is not what experiments.yml gives it now" in problems[0]
+    assert f"--only {PAGE}" in problems[0]
+
+
+def test_every_committed_page_has_the_prose_the_registry_renders():
+    pages, _ = all_executed_pages(ROOT / "book")
+    assert [p for page in pages for p in prose_problems(page)] == []
+
+
+def test_the_machine_and_wall_time_sentence_is_not_compared(tmp_path):
+    book = tmp_path / "book"
+    _copy(book, _edit_tagged("page-header", (" (2 cores)", " (64 cores)")))
+    problems, _ = verify_book(book, results_dir=ROOT / "results")
+    assert problems == []

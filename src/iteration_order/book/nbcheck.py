@@ -33,7 +33,8 @@ This plugin makes that comparison the book's guarantee:
 * **nothing unchecked is executed**: before a page's first cell runs (before its kernel starts),
   the page is checked as ``verify`` checks it against the registry and its template
   (`verify.drift_problems`: its injected-parameters cell exactly what papermill renders from the
-  registry, its other cells the template's, the runner's header and conclusion markdown); a page
+  registry, its other cells the template's, the runner's header and conclusion markdown, and
+  `verify.prose_problems`: that header and conclusion as the registry renders them now); a page
   that fails is refused — its first cell fails naming the problem, the others are skipped, and
   none of its code runs. ``make check-book`` runs ``verify`` first, which stops on the same
   problems; this guards a direct run of the nbval half.
@@ -53,7 +54,7 @@ import pytest
 
 from ..cache import CACHE_ENV
 from .registry import ROOT
-from .verify import ExecutedPage, drift_problems, rerun_command
+from .verify import ExecutedPage, drift_problems, prose_problems, rerun_command
 
 __all__ = ["PATTERNS", "FIGURE_KEYS", "sanitise"]
 
@@ -150,7 +151,7 @@ def _refusal(notebook, name: str, profile: str, shown: str) -> str | None:
     page = ExecutedPage(name, Path(str(notebook.fspath)), profile,
                         dict(nb.metadata.get("iteration_order", {}).get("parameters", {})), nb)
     try:
-        problems = drift_problems(page)
+        problems = drift_problems(page) or prose_problems(page)
     except Exception as err:  # noqa: BLE001 - a page that cannot be checked is not run either
         problems = [f"{shown}: cannot be checked against the registry "
                     f"({type(err).__name__}: {err})"]

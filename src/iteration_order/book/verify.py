@@ -14,6 +14,9 @@ every profile folder (``book/`` and ``book/paper/``; its profile is the one in i
 * its cells are those of its template now (code and markdown alike, the runner's decoration
   aside): the book check re-runs a page's *own* code, so a page executed from an older template
   would otherwise still pass;
+* its header and conclusion are what the runner renders from the registry now
+  (`prose_problems`: claim, title, departures, parameters and conclusion word for word; the
+  sentence naming the machine and the wall time aside);
 * every result it loads (trajectories, Hessian probes, Appendix C's and Theorem 2.6's studies) is
   stored and valid for the current code: read with the cache in mode ``only``, so a missing,
   stale (fingerprint) or unreadable file is reported — with the page, the config, the file, the
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +47,7 @@ from .runner import PAPER_DIR
 
 __all__ = ["ExecutedPage", "executed_pages", "rerun_command", "drift_problems", "loaded_results",
            "cache_problems", "verify_book", "page_cells", "LOADERS", "RUNNER_TAGS",
-           "profile_folders", "parameters_cell_problems", "restamp_results"]
+           "profile_folders", "parameters_cell_problems", "restamp_results", "prose_problems"]
 
 # Cells the runner adds to a page (header, conclusion) and papermill's injected parameters: not
 # part of the template. The template's own cells tagged template-only are dropped from pages.
@@ -174,6 +178,51 @@ def parameters_cell_problems(page: ExecutedPage) -> list[str]:
                         f"renders for it (line {first + 1}: {line[:80]!r}); the page is not "
                         f"executed by the book check: re-execute it: {page.command}")
     return problems
+
+
+# The one sentence of a header that names the machine and the wall time of an execution: not
+# re-rendered from the page (another machine renders another name; the stored wall time is
+# rounded). Everything else of the header and the conclusion is.
+_WHERE = re.compile(r"(\*\*Profile:\*\* `[^`\n]*`\.)[^\n]*")
+
+
+def prose_problems(page: ExecutedPage) -> list[str]:
+    """Why a page's header or conclusion is not what the runner renders for it now from the
+    registry (empty if it is): the claim, title, departures, parameters and conclusion are
+    compared word for word, the machine and wall-time sentence aside. Reads only."""
+    from .runner import _conclusion, _glues, _header
+
+    where = f"{_shown(page.path)} (profile {page.profile})"
+    meta = page.notebook.metadata.get("iteration_order", {})
+    try:
+        wall = float(meta.get("wall_seconds", 0.0))
+        header = _header(page.name, page.profile, parameters(page.name, page.profile), wall,
+                         str(meta.get("executed_on")),
+                         produced_by=_glues(page.notebook, "provenance"),
+                         rendered_from=meta.get("rendered_from"))
+        conclusion = _conclusion(page.name, page.profile)
+    except (ValueError, TypeError, RegistryError) as err:
+        return [f"{where}: its header cannot be rendered from experiments.yml ({err})"]
+    problems = []
+    for tag, wanted in (("page-header", header), ("page-conclusion", conclusion)):
+        found = [c.source for c in page.notebook.cells if tag in c.metadata.get("tags", [])]
+        if [_WHERE.sub(r"\1", f) for f in found] != [_WHERE.sub(r"\1", wanted)]:
+            what = "header" if tag == "page-header" else "conclusion"
+            first = _first_line_differing(found[0] if len(found) == 1 else "", wanted)
+            problems.append(f"{where}: its {what} is not what experiments.yml gives it now "
+                            f"({len(found)} {tag} cell(s); first difference: {first!r}); refresh "
+                            f"it: python -m iteration_order.book run --profile {page.profile} "
+                            f"--only {page.name} (an up-to-date page only has its prose "
+                            f"re-rendered)")
+    return problems
+
+
+def _first_line_differing(mine: str, theirs: str) -> str:
+    a, b = _WHERE.sub(r"\1", mine).split("\n"), _WHERE.sub(r"\1", theirs).split("\n")
+    for x, y in zip(a, b):
+        if x != y:
+            return x[:100]
+    return (a[len(b)] if len(a) > len(b) else "(missing)")[:100]
 
 
 def _shown(path: Path) -> str:
@@ -395,7 +444,9 @@ def verify_book(book: Path | None = None, only: list[str] | None = None,
     pages, problems = all_executed_pages(book, only)
     notes = []
     for page in pages:
-        problems += drift_problems(page)
+        drift = drift_problems(page)
+        # the prose of a page that follows the registry otherwise (else the drift says enough)
+        problems += drift or prose_problems(page)
         if page.profile not in load_pages().get(page.name, {}).get("profiles", {}):
             continue  # not a page of the registry at this profile: nothing to look up
         if loaded_results(page, results_dir) is None:
