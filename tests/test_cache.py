@@ -34,6 +34,16 @@ def _strict_loads(text):
 
 
 def _edit(path, change):
+    """``change`` made to the stored result, with its digest made to match: a result of the wrong
+    shape as a faulty writer would store it, for the checks behind the digest."""
+    result = json.loads(path.read_text())
+    change(result)
+    result[cache.DIGEST_KEY] = cache.content_digest(result)
+    path.write_text(json.dumps(result))
+
+
+def _edit_by_hand(path, change):
+    """``change`` made to the stored result and nothing else (its digest no longer matches)."""
     result = json.loads(path.read_text())
     change(result)
     path.write_text(json.dumps(result))
@@ -48,7 +58,7 @@ def _empty(path, tmp_path):
 
 
 def _empty_object(path, tmp_path):
-    path.write_text("{}")
+    path.write_text(json.dumps({cache.DIGEST_KEY: cache.content_digest({})}))
 
 
 def _list(path, tmp_path):
@@ -87,7 +97,61 @@ def _without_fingerprint(path, tmp_path):  # a result written before fingerprint
     _edit(path, lambda r: r.pop("code_fingerprint"))
 
 
+def _value_edited(path, tmp_path):  # issue 21: train_loss[2] = 123.456, served before digests
+    _edit_by_hand(path, lambda r: r["train_loss"].__setitem__(2, 123.456))
+
+
+def _digest_removed(path, tmp_path):  # a file written before digests, or not by this package
+    _edit_by_hand(path, lambda r: r.pop(cache.DIGEST_KEY))
+
+
+def _deeply_nested(path, tmp_path):
+    path.write_text("[" * 200_000 + "]" * 200_000)
+
+
+def _deeply_nested_inside(path, tmp_path):
+    path.write_text('{"format": ' + "[" * 200_000 + "]" * 200_000 + "}")
+
+
+def _overflowing_number(path, tmp_path):  # 1e999 parses as inf in Python
+    path.write_text(path.read_text().replace('"train_loss": [', '"train_loss": [1e999, ', 1))
+
+
+def _curve_of_strings(path, tmp_path):
+    _edit(path, lambda r: r.update(train_loss=[str(v) for v in r["train_loss"]]))
+
+
+def _null_without_divergence(path, tmp_path):
+    _edit(path, lambda r: r["test_loss"].__setitem__(1, None))
+
+
+def _diverged_at_zero_with_cut_curves(path, tmp_path):
+    def change(r):
+        r["diverged_at"] = 0
+        for key in ("recorded_steps", *trajectory.CURVES):
+            r[key] = r[key][:1]
+    _edit(path, change)
+
+
+def _schedule_not_its_digest(path, tmp_path):
+    _edit(path, lambda r: r["schedule"][0].__setitem__(0, r["schedule"][0][0] + 1))
+
+
+def _boolean_steps(path, tmp_path):
+    _edit(path, lambda r: r["recorded_steps"].__setitem__(0, False))
+
+
 @pytest.mark.parametrize("corrupt, reason", [
+    (_value_edited, "does not match its content digest: it was edited or corrupted"),
+    (_digest_removed, "carries no content digest (content_sha256)"),
+    (_deeply_nested, "is JSON nested too deeply to be a result"),
+    (_deeply_nested_inside, "is JSON nested too deeply to be a result"),
+    (_overflowing_number, "is not valid JSON (1e999 is not a finite number"),
+    (_curve_of_strings, "has '"),
+    (_null_without_divergence, "has null at entry 1 of 'test_loss' but did not diverge"),
+    (_diverged_at_zero_with_cut_curves, "has diverged_at=0 but finite losses at its last step"),
+    (_schedule_not_its_digest, "has a schedule that does not match its schedule_sha256"),
+    (_boolean_steps, "has recorded_steps that are not a list of step numbers"),
     (_truncate, "is not valid JSON"),
     (_empty, "is empty"),
     (_empty_object, "lacks format, config, code_fingerprint"),

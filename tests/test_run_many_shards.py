@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from iteration_order import Runtime, TrajectoryConfig, run_trajectory
-from iteration_order.cache import MissingResultError
+from iteration_order.cache import MissingResultError, store_result
 from iteration_order.parallel import (DEVICE_ENV, EXECUTOR_ENV, RAY_GPUS_ENV, SHARDS_ENV,
                                       DeviceMismatchError, RunsFailed, ShardsFailed,
                                       executor_choice, gpu_share, run_device, run_many,
@@ -128,7 +128,8 @@ def fake_cuda_results(source, target, device="cuda:0"):
     for path in source.glob("*-cpu.json"):
         result = json.loads(path.read_text())
         result["runtime"]["device"] = device
-        (target / path.name.replace("-cpu.json", "-cuda.json")).write_text(json.dumps(result))
+        # stored with the digest of its new content, as a GPU machine would have written it
+        store_result(target / path.name.replace("-cpu.json", "-cuda.json"), result)
 
 
 @pytest.fixture

@@ -50,8 +50,10 @@ from pathlib import Path
 
 import torch
 
-from .cache import (MissingResultError, atomic_write_json, cache_mode, check_writable, jsonable,
-                    read_valid)
+# DeviceMismatchError: a stored result computed on another device than the one its file name
+# says (a page would show runs of another device than it claims); the cache's read refuses it.
+from .cache import (DeviceMismatchError, MissingResultError, cache_mode, check_writable,
+                    jsonable, read_valid, store_result)
 from .cost import cost_table, estimate_costs, format_seconds
 from .orders import planned_applications
 from .validation import choice_or_env
@@ -64,7 +66,8 @@ from .trajectory import _check_curves, _decoded  # noqa: PLC2701 - see `stored_r
 
 __all__ = ["run_many", "RunsFailed", "ShardsFailed", "DeviceMismatchError", "stored_result",
            "run_device", "executor_choice", "shard_count", "gpu_share", "EXECUTORS",
-           "EXECUTOR_ENV", "SHARDS_ENV", "DEVICE_ENV", "RAY_GPUS_ENV"]
+           "EXECUTOR_ENV", "SHARDS_ENV", "DEVICE_ENV", "RAY_GPUS_ENV", "ALLOW_LONG_ENV",
+           "LONG_RUN_HOURS", "LongRunError", "RAY_CONNECT_TIMEOUT_S"]
 
 EXECUTORS = ("local", "ray")
 # Environment variables that set run_many's defaults where the caller cannot reach its arguments
@@ -74,6 +77,17 @@ EXECUTOR_ENV = "ITERATION_ORDER_EXECUTOR"   # local | ray
 SHARDS_ENV = "ITERATION_ORDER_SHARDS"       # integer >= 1
 DEVICE_ENV = "ITERATION_ORDER_DEVICE"       # what device="auto" means: cpu | cuda | cuda:N
 RAY_GPUS_ENV = "ITERATION_ORDER_RAY_GPUS"   # GPUs per Ray task on CUDA: a fraction, or 1, 2, ...
+ALLOW_LONG_ENV = "ITERATION_ORDER_ALLOW_LONG"  # 1: consent to runs estimated over LONG_RUN_HOURS
+# run_many refuses to start what its cost model estimates at more than this many hours of wall
+# time (with its jobs) unless allowed (allow_long=True, $ITERATION_ORDER_ALLOW_LONG=1, or
+# `book run --allow-long`): a mistyped step count must not start days of computing unasked.
+LONG_RUN_HOURS = 24.0
+# How long run_many waits for a Ray cluster at $RAY_ADDRESS to answer before giving up.
+RAY_CONNECT_TIMEOUT_S = 10.0
+
+
+class LongRunError(RuntimeError):
+    """The runs to compute are estimated above `LONG_RUN_HOURS` and no consent was given."""
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 # How often a worker checks that its parent is alive: the longest an orphan computes on.
@@ -101,10 +115,6 @@ class ShardsFailed(RuntimeError):
         super().__init__(f"{len(errors)} of its {shards} shards failed: " + "; ".join(
             f"shard {s.first}:{s.stop}: {type(e).__name__}: {e}" for s, e in errors.items()))
 
-
-class DeviceMismatchError(ValueError):
-    """A stored result was computed on another device than the one its file name says: a page
-    would show runs of another device than it claims, so the result is refused."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -393,7 +403,7 @@ class _Collector:
         """A result computed elsewhere, stored here too unless a shared folder already has it."""
         path = result_path(config, self.runtime)
         if not path.is_file():
-            atomic_write_json(path, {k: v for k, v in result.items() if k != "from_cache"})
+            store_result(path, {k: v for k, v in result.items() if k != "from_cache"})
 
     def _merge(self, config: TrajectoryConfig, parts: list[dict]) -> None:
         try:
@@ -433,7 +443,8 @@ class _Collector:
 
 def run_many(configs: Sequence[TrajectoryConfig], runtime: Runtime = Runtime(), jobs: int = 1,
              announce: bool = True, *, shards: int | None = None, executor: str | None = None,
-             ray_address: str | None = None, gpus_per_task: float | None = None) -> list[dict]:
+             ray_address: str | None = None, gpus_per_task: float | None = None,
+             allow_long: bool | None = None) -> list[dict]:
     """Run every config (loading valid cached ones), ``jobs`` at a time; results in the order of
     ``configs``.
 
@@ -448,8 +459,10 @@ def run_many(configs: Sequence[TrajectoryConfig], runtime: Runtime = Runtime(), 
 
     With ``announce``, the cost of what remains to run is printed first (map applications per
     order, an ETA from a timed warm-up), then one line per finished or failed job with the time
-    left by the same cost model. The results folder is checked to be writable before anything
-    runs. A failing job does not stop the others (``jobs=1`` included); at the end `RunsFailed`
+    left by the same cost model; runs estimated above `LONG_RUN_HOURS` of wall time are refused
+    (`LongRunError`) unless ``allow_long`` (default ``$ITERATION_ORDER_ALLOW_LONG``). A Ray
+    address where nothing answers fails within `RAY_CONNECT_TIMEOUT_S`. The results folder is
+    checked to be writable before anything runs. A failing job does not stop the others (``jobs=1`` included); at the end `RunsFailed`
     lists every failed config. Only results that pass the cache's check count as cached
     (`stored_result`); ``runtime.cache='only'`` raises `cache.MissingResultError` listing every
     result not stored, and so does a run whose device is not here (CUDA results on a CPU-only
@@ -480,6 +493,7 @@ def run_many(configs: Sequence[TrajectoryConfig], runtime: Runtime = Runtime(), 
         parallel = remote or (jobs > 1 and len(work) > 1)
         timing = worker if parallel else dataclasses.replace(computing, progress=False)
         estimated = _announce(unique, pending, work, timing, jobs) if announce else {}
+        _check_consent(estimated, jobs, allow_long)
         log = _Log(len(work), estimated, jobs, announce)
         collector = _Collector(work, computing, results, log, store_returned=remote)
         base = worker if parallel else computing
@@ -495,6 +509,48 @@ def run_many(configs: Sequence[TrajectoryConfig], runtime: Runtime = Runtime(), 
         if failures:
             raise RunsFailed(failures, len(unique), computing) from failures[0][1]
     return [dict(results[c]) for c in configs]
+
+
+def _check_consent(estimated: dict, jobs: int, allow_long: bool | None) -> None:
+    """Refuse (`LongRunError`) runs whose estimated wall time exceeds `LONG_RUN_HOURS` unless
+    ``allow_long`` (None: ``$ITERATION_ORDER_ALLOW_LONG`` is 1). Needs the estimate, made when
+    run_many announces its runs (the default); ``announce=False`` makes none and checks nothing."""
+    if not estimated:
+        return
+    hours = sum(estimated.values()) / max(jobs, 1) / 3600
+    if hours <= LONG_RUN_HOURS:
+        return
+    if allow_long is None:
+        allow_long = _env(ALLOW_LONG_ENV) in ("1", "true", "yes")
+    if not allow_long:
+        raise LongRunError(
+            f"the runs to compute are estimated at {format_seconds(hours * 3600)} of wall time "
+            f"with {jobs} job(s), above the {LONG_RUN_HOURS:g} h a run may take without consent; "
+            f"if that is meant, pass allow_long=True, set ${ALLOW_LONG_ENV}=1 or run `python -m "
+            f"iteration_order.book run --allow-long ...`; otherwise check the step counts")
+
+
+def _check_ray_address(address: str, timeout: float | None = None) -> None:
+    """Fail fast, naming the address, when nothing answers at a Ray address (``host:port`` or
+    ``ray://host:port``): ray.init would otherwise wait without end. 'auto' and 'local' are Ray's
+    own lookups and are not probed."""
+    import socket
+
+    timeout = RAY_CONNECT_TIMEOUT_S if timeout is None else timeout
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"Ray address {address!r} (ray_address or $RAY_ADDRESS) is not "
+                         f"host:port or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(
+            f"no Ray cluster answers at {address!r} (ray_address or $RAY_ADDRESS) within "
+            f"{timeout:g} s: {err.strerror or err}. Start the cluster (ray start --head) or "
+            f"unset $RAY_ADDRESS to run on a local Ray instance") from None
 
 
 def _announce(unique: list, pending: list, work: list[_Job], runtime: Runtime, jobs: int) -> dict:
@@ -639,6 +695,7 @@ def _run_ray(work: list[_Job], runtimes: dict, jobs: int, collector: _Collector,
     if not ray.is_initialized():
         address = address or _env("RAY_ADDRESS")
         if address:
+            _check_ray_address(address)
             ray.init(address=address, logging_level="warning")
         else:
             # "local": a new instance of exactly `jobs` CPUs, never a cluster found on the machine

@@ -15,11 +15,14 @@ from __future__ import annotations
 import keyword
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = ["check_bool", "check_int", "check_number", "check_str", "check_choice", "check_list",
-           "check_path", "check_identifier", "check_like", "describe_range"]
+           "check_path", "check_identifier", "check_like", "describe_range", "NAME_PATTERN",
+           "check_name", "check_data_path", "markup_problem", "check_device", "MAX_STEPS",
+           "MAX_RECORDED", "record_points_bound", "size_problems"]
 
 
 def _fail(name: str, what: str, value: Any) -> None:
@@ -169,3 +172,129 @@ def check_like(name: str, value: Any, default: Any) -> Any:
         return value
     return value
 
+
+
+# ------------------------------------------------------------------------------------------------
+# Names that become paths, data paths, text that becomes markup (the registry's, issue 21)
+# ------------------------------------------------------------------------------------------------
+
+# Page and template names: they become file names (book/<page>.ipynb, notebooks/<template>.ipynb,
+# log lines, cache folders), so lower-case letters, digits, '-' and '_' only, starting with a
+# letter or digit: no '/', '..', whitespace, newline or anything a shell or a path would read.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def check_name(name: str, value: Any) -> str:
+    """A page or template name (`NAME_PATTERN`), safe as one path component."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        _fail(name, "a name of lower-case letters, digits, '-' and '_' (at most 64, starting "
+                    "with a letter or digit)", value)
+    return value
+
+
+def check_data_path(name: str, value: Any) -> str:
+    """The ``NAME`` of a ``npz:NAME`` data set: a relative path that stays inside the data root
+    (no absolute path, no '..' component, no '~', no backslash), whatever the data root is."""
+    text = check_str(name, value)
+    target = text[len("npz:"):] if text.startswith("npz:") else text
+    parts = target.split("/")
+    if (not target or target.startswith(("/", "~")) or "\\" in target or "\0" in target
+            or any(part in ("", ".", "..") for part in parts) or ":" in parts[0]):
+        _fail(name, "a relative path inside the data root (no '/' at the start, no '..', '.', "
+                    "'~' or empty component)", value)
+    return value
+
+
+# Raw HTML in text that becomes a page's markdown: a tag (<script>, </div>, <img ...>), a comment
+# or declaration (<!-- , <!DOCTYPE) or processing instruction. Code spans and MyST roles (`...`,
+# {doc}`text <target>`) are left out first: their '<' is rendered as text or is a link target.
+_CODE_SPAN = re.compile(r"(`+).*?\1", re.S)
+_HTML = re.compile(r"<(?:[A-Za-z][\w:-]*(?:\s|/?>)|/[A-Za-z]|[!?])")
+
+
+def markup_problem(name: str, text: str) -> str | None:
+    """Why ``text`` (registry prose that becomes markdown) may not be used: it holds raw HTML,
+    which would reach the built page as markup (a script, an iframe). None if it holds none."""
+    found = _HTML.search(_CODE_SPAN.sub("", text))
+    if found is None:
+        return None
+    start = max(found.start() - 20, 0)
+    return (f"{name} holds raw HTML ({_CODE_SPAN.sub('', text)[start:found.end() + 20]!r}); "
+            f"registry text is markdown only: write '&lt;' for a literal '<', or put it in a "
+            f"code span")
+
+
+# ------------------------------------------------------------------------------------------------
+# Devices, and the size of a run: checked before anything is built (issue 21)
+# ------------------------------------------------------------------------------------------------
+
+_DEVICE_FORM = re.compile(r"auto|cpu|cuda|cuda:\d{1,3}")
+
+
+def check_device(name: str, value: Any) -> str:
+    """A device as the package names it: auto, cpu, cuda or cuda:N (checked before torch sees
+    it, so that ``tpu`` or ``cuda:abc`` is a message, not a torch traceback)."""
+    if not isinstance(value, str) or not _DEVICE_FORM.fullmatch(value):
+        _fail(name, "one of auto, cpu, cuda, cuda:N", value)
+    return value
+
+
+# The largest run a registry entry (or `book cost`) may ask for: far above the paper's (25,000
+# steps, a few thousand recorded), far below what would exhaust memory while a config is merely
+# built (its recorded steps are enumerated: 10**9 steps took 9.6 GB before failing).
+MAX_STEPS = 1_000_000
+MAX_RECORDED = 100_000
+
+
+def record_points_bound(spec: Any, steps: int) -> int | None:
+    """An upper bound on how many steps a record spec names, and so on the memory building it
+    takes (`trajectory.parse_record`'s forms, joined by '+'; ``log:M`` counts M, which it
+    builds), computed without enumerating them; None for a spec it cannot read (the config's own
+    check names the problem)."""
+    if not isinstance(spec, str) or not isinstance(steps, int):
+        return None
+    total = 0
+    for part in spec.split("+"):
+        kind, _, value = part.partition(":")
+        try:
+            if kind == "every":
+                total += steps // max(int(value), 1) + 1
+            elif kind == "log":
+                total += int(value) + 1  # parse_record builds all M grid points, then dedups
+            elif kind == "at":
+                total += value.count(",") + 1
+            elif kind == "range":
+                first, last, k = (int(s) for s in value.split(":"))
+                total += max(last - first, 0) // max(k, 1) + 1
+            else:
+                return None
+        except ValueError:
+            return None
+    return total
+
+
+def size_problems(values: Any, steps: Any = None, where: str = "") -> list[str]:
+    """Steps above `MAX_STEPS` and record specs naming more than `MAX_RECORDED` steps anywhere in
+    a page's parameters (nested studies included; a record spec is bounded with the ``steps``
+    beside it, else the enclosing one). Cheap: nothing is built or enumerated."""
+    problems = []
+    if isinstance(values, dict):
+        here = values.get("steps", steps)
+        if _is_int(values.get("steps")) and values["steps"] > MAX_STEPS:
+            problems.append(f"{where}steps must be <= {MAX_STEPS:,} (validation.MAX_STEPS); got "
+                            f"{values['steps']!r}")
+            here = None
+        for key, value in values.items():
+            if isinstance(key, str) and key.startswith("record") and isinstance(value, str) \
+                    and _is_int(here):
+                bound = record_points_bound(value, here)
+                if bound is not None and bound > MAX_RECORDED:
+                    problems.append(f"{where}{key}={value!r} records up to {bound:,} steps of "
+                                    f"{here:,}; at most {MAX_RECORDED:,} (validation."
+                                    f"MAX_RECORDED)")
+            elif isinstance(value, (dict, list)):
+                problems += size_problems(value, here, f"{where}{key}: ")
+    elif isinstance(values, list):
+        for item in values:
+            problems += size_problems(item, steps, where)
+    return problems

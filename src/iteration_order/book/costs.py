@@ -18,6 +18,7 @@ from pathlib import Path
 from ..cost import CostEstimate, estimate_costs, format_seconds
 from ..orders import Forward, as_order
 from ..trajectory import Runtime, TrajectoryConfig, resolve_device
+from ..validation import check_device, size_problems
 from .pages import OrdersExperiment
 from .registry import ROOT, load_pages, resolved_parameters
 
@@ -60,6 +61,7 @@ def page_costs(profile: str, device: str = "cpu", pages: list[str] | None = None
 
     Each run is timed as the book runs it on one process: one thread on a CPU (what
     ``run --jobs N`` gives each worker), and the page's own ``engine`` setting."""
+    check_device("device", device)  # 'tpu', 'cuda:abc': a message, not a torch traceback
     resolve_device(device)  # a CUDA request without CUDA fails here, before any warm-up
     registry = load_pages()
     unknown = [p for p in pages or [] if p not in registry]
@@ -68,6 +70,11 @@ def page_costs(profile: str, device: str = "cpu", pages: list[str] | None = None
     chosen = [p for p in registry if not pages or p in pages]
     covered = [p for p in chosen if registry[p]["template"] == COVERED_TEMPLATE
                and profile in registry[p].get("profiles", {})]  # quick: MLP pages only
+    # absurd sizes refused before any config is built (building one enumerates its steps)
+    too_big = [f"{name}: {problem}" for name in covered
+               for problem in size_problems(resolved_parameters(name, profile))]
+    if too_big:
+        raise ValueError("; ".join(too_big))
     configs = {name: _page_configs(name, profile) for name in covered}
     # one estimate over all pages per engine setting: pages of the same model and data share
     # one warm-up, so their estimates are consistent with each other

@@ -30,6 +30,15 @@ This plugin makes that comparison the book's guarantee:
   with comes from the stored results and stays compared). A stream left empty by the masks is
   dropped, so that a cell that only logged a computation matches one that printed nothing.
 
+* **nothing unchecked is executed**: before a page's first cell runs (before its kernel starts),
+  the page is checked as ``verify`` checks it against the registry and its template
+  (`verify.drift_problems`: its injected-parameters cell exactly what papermill renders from the
+  registry, its other cells the template's, the runner's header and conclusion markdown, and
+  `verify.prose_problems`: that header and conclusion as the registry renders them now); a page
+  that fails is refused — its first cell fails naming the problem, the others are skipped, and
+  none of its code runs. ``make check-book`` runs ``verify`` first, which stops on the same
+  problems; this guards a direct run of the nbval half.
+
 Anything else that differs fails the check: a page whose numbers no longer follow from the
 committed results and the current code must be re-executed (``python -m iteration_order.book run
 --profile P --only PAGE --force``) and committed.
@@ -45,7 +54,7 @@ import pytest
 
 from ..cache import CACHE_ENV
 from .registry import ROOT
-from .verify import rerun_command
+from .verify import ExecutedPage, drift_problems, prose_problems, rerun_command
 
 __all__ = ["PATTERNS", "FIGURE_KEYS", "sanitise"]
 
@@ -127,11 +136,29 @@ def pytest_collection_modifyitems(session, config, items):
         item.options["check"] = True  # every cell is compared, marked or not
         notebook = item.parent
         if not getattr(notebook, "_book_ready", False):
+            notebook._book_refused = _refusal(notebook, *page)
             notebook.skip_compare = tuple(notebook.skip_compare) + FIGURE_KEYS
             # the file's patterns (if any) are added after these at the notebook's setup
             notebook.sanitize_patterns.update(PATTERNS)
             notebook._book_ready = True
         item.compare_outputs = functools.partial(_compare, item, item.compare_outputs)
+
+
+def _refusal(notebook, name: str, profile: str, shown: str) -> str | None:
+    """Why a page must not be executed at all (None if it may): its code is not what the
+    registry and its template give it (`verify.drift_problems`)."""
+    nb = notebook.nb
+    page = ExecutedPage(name, Path(str(notebook.fspath)), profile,
+                        dict(nb.metadata.get("iteration_order", {}).get("parameters", {})), nb)
+    try:
+        problems = drift_problems(page) or prose_problems(page)
+    except Exception as err:  # noqa: BLE001 - a page that cannot be checked is not run either
+        problems = [f"{shown}: cannot be checked against the registry "
+                    f"({type(err).__name__}: {err})"]
+    if not problems:
+        return None
+    return (f"{shown} (page {name}, profile {profile}) is refused, none of its cells is "
+            f"executed: " + "; ".join(problems))
 
 
 def _compare(item, compare, test, ref, skip_compare=None):
@@ -145,6 +172,13 @@ def _compare(item, compare, test, ref, skip_compare=None):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
+    # before the default setup, which starts the page's kernel: a refused page runs nothing
+    refused = getattr(item.parent, "_book_refused", None)
+    if getattr(item, "_book_page", None) and refused:
+        if not getattr(item.parent, "_book_refusal_reported", False):
+            item.parent._book_refusal_reported = True
+            pytest.fail(refused, pytrace=False)
+        pytest.skip("not run: the page is refused (see its first cell)")
     broken = getattr(item.parent, "_book_broken", None)
     if getattr(item, "_book_page", None) and broken:
         pytest.skip(f"not run: {broken}")

@@ -15,6 +15,15 @@ Parameter names must be identifiers declared by the template, and values must ha
 the template's default (`parameter_problems`, one rule for `check_registry`, the runner and each
 template's check cell, `check_parameters`); their ranges are the configs' to check. A file that
 is not a registry at all raises `RegistryError` naming the file and the problem.
+
+The registry is data, never code, and its text is inert (`_structure_problems`, checked on every
+read, so every command refuses such a file): a duplicate key anywhere is an error (not the later
+value silently kept); page and template names match `validation.NAME_PATTERN` (lower-case
+letters, digits, '-' and '_': they become file names and log lines); a ``npz:NAME`` data set is a
+relative path inside the data root; and no string holds raw HTML (a ``<script>``, a tag, a
+comment) outside a code span or MyST role: titles, claims, conclusions, notes and parameters
+become the page's markdown, where raw HTML would reach the built page as markup. Such text is
+refused rather than escaped, so that what the registry says is what the page shows.
 """
 from __future__ import annotations
 
@@ -25,7 +34,8 @@ from pathlib import Path
 
 import yaml
 
-from ..validation import check_identifier, check_like
+from ..validation import (check_data_path, check_identifier, check_like, check_name,
+                          markup_problem, size_problems)
 
 __all__ = ["PARTS", "PROFILES", "REQUIRED_PROFILES", "ROOT", "load_pages", "page", "parameters", "departures",
            "default_profile", "template_path", "template_parameters", "template_defaults",
@@ -56,11 +66,36 @@ class RegistryError(ValueError):
     """The registry cannot be read, or a page's parameters cannot be run: names the problem."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader (plain data, no Python objects), refusing a mapping that gives one key
+    twice: yaml would keep the later value silently. Keys brought in by a merge (``<<: *anchor``)
+    may be overridden, as YAML means them to be."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # an unhashable key: the base constructor reports it
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping", node.start_mark,
+                        f"found the key {key!r} twice (first on line {first})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 @lru_cache(maxsize=None)
 def _read(path: str) -> dict:
     try:
         with open(path) as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except FileNotFoundError:
         raise RegistryError(f"{path}: no such registry file") from None
     except yaml.YAMLError as err:
@@ -85,10 +120,20 @@ def _structure_problems(data) -> list[str]:
 
 
 def _entry_problems(name, entry) -> list[str]:
-    """What keeps one page's entry from being read: its parts that must be mappings."""
+    """What keeps one page's entry from being read: a name or template that is not a safe name,
+    its parts that must be mappings, raw HTML in its text, a data path outside the data root."""
+    try:
+        check_name("a page name", name)
+    except ValueError as err:
+        return [str(err)]
     if not isinstance(entry, dict):
         return [f"page {name!r} must be a mapping (template, profiles, ...); got {entry!r}"]
     problems = []
+    try:
+        check_name(f"page {name!r}: its template", entry.get("template"))
+    except ValueError as err:
+        problems.append(str(err))
+    problems += _text_problems(f"page {name!r}", entry)
     if not isinstance(entry.get("common", {}), dict):
         problems.append(f"page {name!r}: 'common' must be a mapping of parameters; got "
                         f"{entry['common']!r}")
@@ -99,6 +144,25 @@ def _entry_problems(name, entry) -> list[str]:
     return problems + [f"page {name!r}, profile {profile!r}: parameters must be a mapping (write "
                        f"{{}} for none); got {values!r}"
                        for profile, values in profiles.items() if not isinstance(values, dict)]
+
+
+def _text_problems(where: str, value, key: str = "") -> list[str]:
+    """Raw HTML in any string of a page's entry (keys included), and ``npz:`` data sets outside
+    the data root."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in
+                _text_problems(where, k, key) + _text_problems(where, v, f"{key}.{k}".strip("."))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _text_problems(where, v, f"{key}[{i}]")]
+    if not isinstance(value, str):
+        return []
+    problems = [p for p in [markup_problem(f"{where}: {key or 'a key'}", value)] if p]
+    if value.startswith("npz:"):
+        try:
+            check_data_path(f"{where}: {key}", value)
+        except ValueError as err:
+            problems.append(str(err))
+    return problems
 
 
 def load_pages(path: Path | None = None) -> dict:
@@ -250,7 +314,9 @@ def _parameter_problem(key, value, declared: dict) -> str | None:
 def template_problems(name: str, profile: str, path: Path | None = None) -> list[str]:
     """`parameter_problems` of one page at one profile, runtime parameters included."""
     values = {**parameters(name, profile, path), "jobs": 1, "profile": profile, "page": name}
-    return parameter_problems(values, template_defaults(template_path(name, path)))
+    defaults = template_defaults(template_path(name, path))
+    # the size of its runs too, before anything builds them (validation.MAX_STEPS, MAX_RECORDED)
+    return parameter_problems(values, defaults) + size_problems({**defaults, **values})
 
 
 def checked_parameters(name: str, profile: str, path: Path | None = None) -> dict:

@@ -35,10 +35,11 @@ from pathlib import Path
 import nbformat
 
 from ..cache import CACHE_ENV
-from ..parallel import (DEVICE_ENV, EXECUTOR_ENV, EXECUTORS, SHARDS_ENV, executor_choice,
-                        shard_count)
+from ..parallel import (ALLOW_LONG_ENV, DEVICE_ENV, EXECUTOR_ENV, EXECUTORS, LONG_RUN_HOURS,
+                        SHARDS_ENV, executor_choice, shard_count)
 from ..cost import format_seconds
 from ..trajectory import MLP_FIELDS
+from ..validation import check_device
 from .registry import (PARTS, PROFILES, ROOT, RUNTIME_PARAMETERS, RegistryError, check_registry,
                        checked_parameters, default_profile, departures, load_pages, page,
                        parameters, template_defaults, template_path)
@@ -547,6 +548,9 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--device", choices=DEVICES, default=None,
                      help="the device of the pages' runs (default: cuda at the paper profile, "
                           "else auto); without CUDA, cuda pages render from results/*-cuda.json")
+    run.add_argument("--allow-long", action="store_true",
+                     help=f"consent to runs estimated above {LONG_RUN_HOURS:g} h of wall time "
+                          f"(sets ${ALLOW_LONG_ENV}=1 for the page kernels; refused otherwise)")
     params = sub.add_parser("params", help="a page's parameters at a profile, as YAML that "
                             "papermill takes with -f")
     params.add_argument("page")
@@ -557,6 +561,8 @@ def main(argv: list[str] | None = None) -> None:
                             "registry, their templates and the results cache, executing nothing "
                             "(the first half of make check-book)")
     verify.add_argument("--only", nargs="+", metavar="PAGE", help="only these pages")
+    sub.add_parser("restamp", help="add the content digest to results/ files written before "
+                   "digests existed, each only after it passes every check verify applies")
     sub.add_parser("toc", help="write _toc.yml from the executed pages, and the book's own figures")
     template = sub.add_parser("template", help="re-execute templates at their smoke defaults and "
                               "store the outputs nbval compares")
@@ -623,6 +629,16 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             raise SystemExit(f"{len(problems)} problem(s) in the executed pages of {BOOK}")
         print(f"every executed page in {BOOK} matches experiments.yml and its template, and every "
               f"result it loads is in the cache")
+    elif args.command == "restamp":
+        from .verify import restamp_results
+        stamped, refused, left = restamp_results(BOOK)
+        print(f"{len(stamped)} result file(s) stamped with their content digest")
+        for path in refused:
+            print(f"refused (fails a check; recompute it): {path}")
+        for path in left:
+            print(f"left without a digest (no executed page loads it): {path}")
+        if refused:
+            raise SystemExit(f"{len(refused)} result file(s) refused")
     elif args.command == "cost":
         from .costs import page_costs, render_costs, write_estimates
         if args.jobs < 1:
@@ -633,6 +649,7 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             if profile not in PROFILES:
                 raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
             import torch
+            check_device("--device", args.device)  # before torch parses it
             device = args.device if args.device != "auto" else (
                 "cuda" if torch.cuda.is_available() else "cpu")
             if args.write:
@@ -648,6 +665,8 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         # papermill logs each cell's output (cost tables, finished runs) at INFO: show them
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         logging.getLogger("traitlets").setLevel(logging.ERROR)
+        if args.allow_long:
+            os.environ[ALLOW_LONG_ENV] = "1"  # the page kernels inherit it (parallel.run_many)
         try:
             run_pages(args.profile or default_profile(), args.only, args.jobs, args.force,
                       args.missing, args.executor, args.shards, args.device)

@@ -1,13 +1,22 @@
 """Does every executed page still follow from the registry, its template and the results cache?
 
 ``python -m iteration_order.book verify`` checks, without executing anything, each page in
-``book/`` (its profile is the one in its metadata, ``metadata.iteration_order.profile``):
+every profile folder (``book/`` and ``book/paper/``; its profile is the one in its metadata,
+``metadata.iteration_order.profile``, and must be the folder's):
 
 * it is a page of ``experiments.yml`` and was executed with the parameters the registry gives it
   now at that profile;
+* its injected-parameters cell is exactly what papermill renders from those parameters
+  (`parameters_cell_problems`), and the cells the runner adds (header, conclusion) are markdown:
+  the book check's second half (nbval) executes a page's code, so a page whose code is not the
+  registry's and the template's is refused before anything runs (`nbcheck` applies the same
+  check);
 * its cells are those of its template now (code and markdown alike, the runner's decoration
   aside): the book check re-runs a page's *own* code, so a page executed from an older template
   would otherwise still pass;
+* its header and conclusion are what the runner renders from the registry now
+  (`prose_problems`: claim, title, departures, parameters and conclusion word for word; the
+  sentence naming the machine and the wall time aside);
 * every result it loads (trajectories, Hessian probes, Appendix C's and Theorem 2.6's studies) is
   stored and valid for the current code: read with the cache in mode ``only``, so a missing,
   stale (fingerprint) or unreadable file is reported — with the page, the config, the file, the
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +40,14 @@ from pathlib import Path
 import nbformat
 
 from ..cache import MissingResultError
-from .registry import ROOT, RegistryError, load_pages, parameters, template_defaults, template_path
+from .registry import (ROOT, RegistryError, checked_parameters, load_pages, parameters,
+                       template_defaults, template_path)
 from .runner import NBVAL_MARKER  # stripped from pages' code by the runner (runner._decorate)
+from .runner import PAPER_DIR
 
 __all__ = ["ExecutedPage", "executed_pages", "rerun_command", "drift_problems", "loaded_results",
-           "cache_problems", "verify_book", "page_cells", "LOADERS", "RUNNER_TAGS"]
+           "cache_problems", "verify_book", "page_cells", "LOADERS", "RUNNER_TAGS",
+           "profile_folders", "parameters_cell_problems", "restamp_results", "prose_problems"]
 
 # Cells the runner adds to a page (header, conclusion) and papermill's injected parameters: not
 # part of the template. The template's own cells tagged template-only are dropped from pages.
@@ -61,15 +74,32 @@ class ExecutedPage:
         return rerun_command(self.name, self.profile)
 
 
-def executed_pages(book: Path, only: list[str] | None = None
+def profile_folders(book: Path) -> list[Path]:
+    """The folders of executed pages: ``book`` itself (cpu and smoke pages) and ``book/paper``
+    (`runner.page_path`)."""
+    return [Path(book), Path(book) / PAPER_DIR]
+
+
+def _folder_profile_problem(page: ExecutedPage, book: Path) -> str | None:
+    in_paper = page.path.parent == Path(book) / PAPER_DIR
+    if in_paper != (page.profile == "paper"):
+        return (f"{page.path}: executed at profile {page.profile!r} but stored in "
+                f"{page.path.parent}; pages of the paper profile are in {PAPER_DIR}/, the others "
+                f"beside it: re-execute it: {page.command}")
+    return None
+
+
+def executed_pages(book: Path, only: list[str] | None = None, report_missing: bool = True
                    ) -> tuple[list[ExecutedPage], list[str]]:
     """The executed pages in ``book`` (all ``*.ipynb``; ``only``: those named), and a problem for
-    each notebook that is not a readable executed page."""
+    each notebook that is not a readable executed page (and, with ``report_missing``, for each
+    page of ``only`` not found)."""
     pages, problems = [], []
     # not the runner's .PAGE.running.ipynb of a page being executed
     found = sorted(p for p in Path(book).glob("*.ipynb") if not p.name.startswith("."))
-    problems += [f"{Path(book) / name}.ipynb: no such executed page"
-                 for name in sorted(set(only or []) - {path.stem for path in found})]
+    if report_missing:
+        problems += [f"{Path(book) / name}.ipynb: no such executed page"
+                     for name in sorted(set(only or []) - {path.stem for path in found})]
     for path in found:
         if only and path.stem not in only:
             continue
@@ -110,6 +140,97 @@ def page_cells(nb) -> list[tuple[str, str]]:
     return cells
 
 
+def parameters_cell_problems(page: ExecutedPage) -> list[str]:
+    """Why the code papermill injected into a page is not exactly what the registry renders for
+    it now (empty if it is): one ``injected-parameters`` code cell whose source is papermill's
+    rendering of the page's registry parameters at its profile, ``jobs`` and ``profile``; and
+    the cells the runner adds (header, conclusion) are markdown, never code. Reads only."""
+    from papermill.translators import translate_parameters
+
+    where = f"{_shown(page.path)} (profile {page.profile})"
+    tagged = [(cell, set(cell.metadata.get("tags", []))) for cell in page.notebook.cells]
+    injected = [cell for cell, tags in tagged if "injected-parameters" in tags]
+    problems = [f"{where}: a {cell.cell_type} cell is tagged {sorted(tags & RUNNER_TAGS)} as the "
+                f"runner's decoration but is not markdown; it would be executed unchecked"
+                for cell, tags in tagged
+                if tags & (RUNNER_TAGS - {"injected-parameters"}) and cell.cell_type != "markdown"]
+    if len(injected) != 1 or injected[0].cell_type != "code":
+        return problems + [f"{where}: {len(injected)} injected-parameters cells, not one code cell"]
+    try:
+        wanted = checked_parameters(page.name, page.profile)
+    except (ValueError, RegistryError) as err:
+        return problems + [f"{where}: {err}"]
+    jobs = page.notebook.metadata.get("papermill", {}).get("parameters", {}).get("jobs")
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        return problems + [f"{where}: papermill's metadata gives jobs={jobs!r}, not a number of "
+                           f"jobs"]
+    rendered = translate_parameters("python3", "python",
+                                    {**wanted, "jobs": jobs, "profile": page.profile,
+                                     "page": page.name},
+                                    "Parameters")
+    if injected[0].source.strip() != rendered.strip():
+        # the first line that differs, blank lines aside (to name an added line, not a gap)
+        mine, theirs = ([line for line in text.split("\n") if line.strip()]
+                        for text in (injected[0].source, rendered))
+        first = next((k for k, (a, b) in enumerate(zip(mine, theirs)) if a != b),
+                     min(len(mine), len(theirs)))
+        line = mine[first] if first < len(mine) else "(missing)"
+        problems.append(f"{where}: its injected-parameters cell is not what experiments.yml "
+                        f"renders for it (line {first + 1}: {line[:80]!r}); the page is not "
+                        f"executed by the book check: re-execute it: {page.command}")
+    return problems
+
+
+# The one sentence of a header that names the machine and the wall time of an execution: not
+# re-rendered from the page (another machine renders another name; the stored wall time is
+# rounded). Everything else of the header and the conclusion is.
+_WHERE = re.compile(r"(\*\*Profile:\*\* `[^`\n]*`\.)[^\n]*")
+
+
+def prose_problems(page: ExecutedPage) -> list[str]:
+    """Why a page's header or conclusion is not what the runner renders for it now from the
+    registry (empty if it is): the claim, title, departures, parameters and conclusion are
+    compared word for word, the machine and wall-time sentence aside. Reads only."""
+    from .runner import _conclusion, _glues, _header
+
+    where = f"{_shown(page.path)} (profile {page.profile})"
+    meta = page.notebook.metadata.get("iteration_order", {})
+    try:
+        wall = float(meta.get("wall_seconds", 0.0))
+        header = _header(page.name, page.profile, parameters(page.name, page.profile), wall,
+                         str(meta.get("executed_on")),
+                         produced_by=_glues(page.notebook, "provenance"),
+                         rendered_from=meta.get("rendered_from"))
+        conclusion = _conclusion(page.name, page.profile)
+    except (ValueError, TypeError, RegistryError) as err:
+        return [f"{where}: its header cannot be rendered from experiments.yml ({err})"]
+    problems = []
+    for tag, wanted in (("page-header", header), ("page-conclusion", conclusion)):
+        found = [c.source for c in page.notebook.cells if tag in c.metadata.get("tags", [])]
+        if [_WHERE.sub(r"\1", f) for f in found] != [_WHERE.sub(r"\1", wanted)]:
+            what = "header" if tag == "page-header" else "conclusion"
+            first = _first_line_differing(found[0] if len(found) == 1 else "", wanted)
+            problems.append(f"{where}: its {what} is not what experiments.yml gives it now "
+                            f"({len(found)} {tag} cell(s); first difference: {first!r}); refresh "
+                            f"it: python -m iteration_order.book run --profile {page.profile} "
+                            f"--only {page.name} (an up-to-date page only has its prose "
+                            f"re-rendered)")
+    return problems
+
+
+def _first_line_differing(mine: str, theirs: str) -> str:
+    a, b = _WHERE.sub(r"\1", mine).split("\n"), _WHERE.sub(r"\1", theirs).split("\n")
+    for x, y in zip(a, b):
+        if x != y:
+            return x[:100]
+    return (a[len(b)] if len(a) > len(b) else "(missing)")[:100]
+
+
+def _shown(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def drift_problems(page: ExecutedPage) -> list[str]:
     """Why a page no longer matches the registry or its template (empty if it does)."""
     where = f"{page.path.name} (profile {page.profile})"
@@ -119,7 +240,7 @@ def drift_problems(page: ExecutedPage) -> list[str]:
         wanted = parameters(page.name, page.profile)
     except (ValueError, RegistryError) as err:
         return [f"{where}: {err}"]
-    problems = []
+    problems = parameters_cell_problems(page)
     if page.parameters != wanted:
         changed = sorted(k for k in page.parameters.keys() | wanted.keys()
                          if page.parameters.get(k) != wanted.get(k))
@@ -255,6 +376,64 @@ def cache_problems(page: ExecutedPage, results_dir: Path) -> list[str]:
             + f"\n  recompute them and re-execute the page: {page.command}"]
 
 
+def all_executed_pages(book: Path, only: list[str] | None = None
+                       ) -> tuple[list[ExecutedPage], list[str]]:
+    """The executed pages of every profile folder of ``book`` (`profile_folders`), and the
+    problems of reading them (a page in the wrong folder for its profile included)."""
+    pages, problems = [], []
+    for folder in profile_folders(book):
+        if folder.is_dir():
+            found, trouble = executed_pages(folder, only, report_missing=False)
+            pages += found
+            problems += trouble
+    problems += [f"{Path(book) / name}.ipynb: no such executed page"
+                 for name in sorted(set(only or []) - {page.name for page in pages})]
+    problems += [p for p in (_folder_profile_problem(page, book) for page in pages) if p]
+    return pages, problems
+
+
+def restamp_results(book: Path | None = None, results_dir: Path | None = None
+                    ) -> tuple[list[Path], list[Path], list[Path]]:
+    """Add the content digest (`cache.DIGEST_KEY`) to the results written before digests existed,
+    certifying nothing that was not already provable: every result each executed page (of every
+    profile folder) loads is read as `verify` reads it (cache mode ``only``: config equal to the
+    page's, fingerprint equal to the current code's, the curves' shape and values, the study's
+    own check); a file without a digest that passed every such read and failed none is rewritten
+    with its digest, its content otherwise unchanged (`cache.certify_unstamped`).
+
+    Returns (stamped, refused, left): refused files failed a check and stay invalid (recompute
+    them); left are result files without a digest that no page loads (left as they are)."""
+    import json
+
+    from ..cache import DIGEST_KEY, certify_unstamped
+    book = Path(book) if book is not None else ROOT / "book"
+    results_dir = Path(results_dir or os.environ.get("ITERATION_ORDER_RESULTS")
+                       or ROOT / "results")
+    pages, _ = all_executed_pages(book)
+
+    def read_all():
+        for page in pages:
+            if page.name not in load_pages():
+                continue
+            for _, load in loaded_results(page, results_dir) or []:
+                try:
+                    load()
+                except MissingResultError:
+                    pass  # reported by verify; its file is not stamped
+    stamped, refused = certify_unstamped(read_all)
+    left = []
+    for path in sorted(results_dir.rglob("*.json")):
+        if "logs" in path.relative_to(results_dir).parts or path.name.startswith("bench-"):
+            continue
+        try:
+            unstamped = DIGEST_KEY not in json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError, AttributeError, TypeError, OSError):
+            unstamped = True
+        if unstamped and path.resolve() not in refused:
+            left.append(path.resolve())
+    return stamped, refused, left
+
+
 def verify_book(book: Path | None = None, only: list[str] | None = None,
                 results_dir: Path | None = None) -> tuple[list[str], list[str]]:
     """(problems, notes) of every executed page in ``book`` (default ``book/``) against the
@@ -263,10 +442,12 @@ def verify_book(book: Path | None = None, only: list[str] | None = None,
     book = Path(book) if book is not None else ROOT / "book"
     results_dir = Path(results_dir or os.environ.get("ITERATION_ORDER_RESULTS")
                        or ROOT / "results")
-    pages, problems = executed_pages(book, only)
+    pages, problems = all_executed_pages(book, only)
     notes = []
     for page in pages:
-        problems += drift_problems(page)
+        drift = drift_problems(page)
+        # the prose of a page that follows the registry otherwise (else the drift says enough)
+        problems += drift or prose_problems(page)
         if page.profile not in load_pages().get(page.name, {}).get("profiles", {}):
             continue  # not a page of the registry at this profile: nothing to look up
         if loaded_results(page, results_dir) is None:
