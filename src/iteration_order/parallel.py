@@ -185,9 +185,11 @@ def _computable(device_type: str) -> bool:
     return device_type == "cpu" or torch.cuda.is_available()
 
 
-def _device_runtime(runtime: Runtime) -> Runtime:
+def device_runtime(runtime: Runtime) -> Runtime:
     """``runtime`` with its device made explicit (auto resolved as `run_device` says), so workers
-    elsewhere compute on, and name files by, the device the caller means."""
+    elsewhere compute on, and name files by, the device the caller means. Every page template
+    builds its runtime through this, so that ``book run --device cpu`` (``$ITERATION_ORDER_DEVICE``)
+    reaches every page kind, not only those that train through `run_many`."""
     if runtime.device != "auto":
         return runtime
     value = _env(DEVICE_ENV)
@@ -215,7 +217,7 @@ def stored_result(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> dic
     result whose recorded device differs from its file's raises `DeviceMismatchError`."""
     device = run_device(runtime)
     if _computable(device):
-        found = stored_trajectory(config, _device_runtime(runtime))
+        found = stored_trajectory(config, device_runtime(runtime))
     else:
         path = _path_on(config, runtime, device)
         found = read_valid(path, jsonable(config), trajectory_fingerprint(),
@@ -481,7 +483,7 @@ def run_many(configs: Sequence[TrajectoryConfig], runtime: Runtime = Runtime(), 
         if not _computable(device):
             raise _not_computable(pending, runtime, device, len(unique))
         check_writable(runtime.results_dir)
-        here = _device_runtime(runtime)
+        here = device_runtime(runtime)
         # Each pending config was just found missing or invalid (and warned about): compute it,
         # without checking the cache (and warning) again in the job. Shards of it may be stored
         # from an interrupted run: those load under the caller's own mode.
