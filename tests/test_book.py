@@ -2,8 +2,11 @@
 import nbformat
 import pytest
 
-from iteration_order.book import registry, runner
-from iteration_order.book.registry import PROFILES, REQUIRED_PROFILES, check_registry, load_pages, parameters
+from iteration_order.book import studies
+from iteration_order.book.studies import check_registry
+
+from iteration_order.book import cli, registry, runner
+from iteration_order.book.registry import PROFILES, REQUIRED_PROFILES, load_pages, parameters
 
 
 def test_every_page_uses_only_parameters_its_template_declares():
@@ -30,7 +33,7 @@ def test_unknown_page_or_profile_fails_with_the_allowed_names():
 def test_cli_rejects_bad_names_before_running_anything(capsys):
     # one paragraph on stderr, without argparse's usage banner (SystemExit prints its message)
     with pytest.raises(SystemExit, match="^error: unknown page 'nope'"):
-        runner.main(["run", "--profile", "smoke", "--only", "nope"])
+        cli.main(["run", "--profile", "smoke", "--only", "nope"])
     assert "usage:" not in capsys.readouterr().err
 
 
@@ -208,7 +211,7 @@ def test_a_page_executed_at_another_profile_is_replaced_only_when_forced(tmp_pat
         runner.check_overwrite("theory", "smoke")
     before = (tmp_path / "theory.ipynb").read_bytes()
     with pytest.raises(SystemExit):
-        runner.main(["run", "--profile", "smoke", "--only", "theory"])
+        cli.main(["run", "--profile", "smoke", "--only", "theory"])
     assert (tmp_path / "theory.ipynb").read_bytes() == before
 
 
@@ -238,7 +241,7 @@ def test_book_params_round_trips_through_papermill(tmp_path):
 
 def test_book_params_names_a_bad_page():
     with pytest.raises(SystemExit):
-        runner.main(["params", "nope", "--profile", "paper"])
+        cli.main(["params", "nope", "--profile", "paper"])
 
 
 def test_departures_name_the_papers_value_only_where_the_paper_states_it():

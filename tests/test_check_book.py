@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from iteration_order.book import runner
+from iteration_order.book import cli, runner
 from iteration_order.book.nbcheck import FIGURE_KEYS, sanitise
 from iteration_order.book.registry import ROOT
 from iteration_order.book.verify import (drift_problems, executed_pages, loaded_results,
@@ -217,7 +217,7 @@ def test_check_fails_on_a_missing_result_naming_page_config_and_command(smoke_bo
     monkeypatch.setattr(runner, "BOOK", book)
     monkeypatch.setenv("ITERATION_ORDER_RESULTS", str(partial))
     with pytest.raises(SystemExit) as exit_:
-        runner.main(["verify"])
+        cli.main(["verify"])
     assert "1 problem(s)" in str(exit_.value.code)
 
     before = sorted(p.name for p in partial.iterdir())

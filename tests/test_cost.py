@@ -5,7 +5,7 @@ import torch
 
 from iteration_order import Runtime, TrajectoryConfig, planned_applications
 from iteration_order import cost
-from iteration_order.book import runner
+from iteration_order.book import cli, runner
 from iteration_order.book.costs import page_costs, render_costs
 from iteration_order.cost import estimate_costs, group_widths
 from iteration_order.data import DataNotFoundError
@@ -91,7 +91,7 @@ def test_missing_data_is_timed_on_a_stand_in_at_the_official_sizes(tmp_path, mon
 
 
 def test_cost_command_prints_pages_and_a_total(capsys):
-    runner.main(["cost", "--profile", "smoke", "--device", "cpu", "--only", "fig04-x2",
+    cli.main(["cost", "--profile", "smoke", "--device", "cpu", "--only", "fig04-x2",
                  "theory"])
     out = capsys.readouterr().out
     assert "| fig04-x2 | 4 | 540 | 136 | sequential |" in out
@@ -112,12 +112,13 @@ def test_shared_runs_count_once_in_the_total(monkeypatch):
 def test_cost_command_refuses_cuda_without_cuda_and_unknown_pages(capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(SystemExit):
-        runner.main(["cost", "--profile", "paper", "--device", "cuda"])
-    assert "device 'cuda' requested but CUDA is not available" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        runner.main(["cost", "--profile", "smoke", "--device", "cpu", "--only", "fig99"])
-    assert "unknown page(s) ['fig99']" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        runner.main(["cost", "--profile", "huge", "--device", "cpu"])
-    assert "unknown profile 'huge'" in capsys.readouterr().err
+    # each refusal is one paragraph (SystemExit's message, printed to stderr), no usage banner
+    for args, message in (
+            (["--profile", "paper", "--device", "cuda"],
+             "device 'cuda' requested but CUDA is not available"),
+            (["--profile", "smoke", "--device", "cpu", "--only", "fig99"],
+             "unknown page(s) ['fig99']"),
+            (["--profile", "huge", "--device", "cpu"], "unknown profile 'huge'")):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["cost", *args])
+        assert message in str(exit_.value.code) and "usage:" not in capsys.readouterr().err

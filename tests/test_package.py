@@ -35,3 +35,45 @@ def test_the_runner_imports_no_appendix_and_appendix_d_plugs_in_as_a_family():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not imported & {"order_average", "lie", "sharpness", "stationary"}, imported
     assert iteration_order.updates() == ("sgd", "small", "regularised", "average")
+
+
+def _book_imports() -> dict[str, set[str]]:
+    """Each module of iteration_order.book -> the modules of the book it imports, at the top or
+    inside a function alike (a lazy import is still a dependency)."""
+    import ast
+    from pathlib import Path
+
+    import iteration_order.book as book
+    folder = Path(book.__file__).parent
+    modules = {p.stem for p in folder.glob("*.py")}
+    graph = {}
+    for name in modules:
+        found = set()
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= ({node.module.split(".")[0]} if node.module
+                          else {alias.name for alias in node.names})
+        graph[name] = found & modules - {name}
+    return graph
+
+
+def test_the_book_has_no_import_circle():
+    graph = _book_imports()
+    done, active = set(), []
+
+    def visit(name):
+        assert name not in active, f"import circle: {' -> '.join(active[active.index(name):])} -> {name}"
+        if name in done:
+            return
+        active.append(name)
+        for child in sorted(graph[name]):
+            visit(child)
+        active.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
+
+
+def test_the_registry_imports_no_page_code():
+    assert _book_imports()["registry"] <= {"bibstyle"} - {"bibstyle"}

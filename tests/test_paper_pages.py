@@ -9,7 +9,7 @@ import torch
 
 from iteration_order import Runtime
 from iteration_order.cache import store_result
-from iteration_order.book import registry, runner
+from iteration_order.book import cli, registry, runner
 from iteration_order.book.pages import OrdersExperiment
 from iteration_order.book.provenance import MixedDevicesError, provenance
 from iteration_order.parallel import DEVICE_ENV, EXECUTOR_ENV, SHARDS_ENV
@@ -159,7 +159,7 @@ def test_the_runners_settings_are_checked_before_anything_runs(book, monkeypatch
         runner.run_pages("paper", only=["tiny"])
     monkeypatch.setenv(SHARDS_ENV, "many")
     with pytest.raises(SystemExit):
-        runner.main(["run", "--profile", "cpu", "--only", "tiny"])
+        cli.main(["run", "--profile", "cpu", "--only", "tiny"])
     assert "$ITERATION_ORDER_SHARDS='many' is not a number of shards" in capsys.readouterr().err
     assert not (book / "book").exists()
 

@@ -5,7 +5,10 @@ import textwrap
 
 import pytest
 
-from iteration_order.book.registry import REGISTRY, RegistryError, check_registry, load_pages
+from iteration_order.book import studies
+from iteration_order.book.studies import check_registry
+
+from iteration_order.book.registry import REGISTRY, RegistryError, load_pages
 from iteration_order.validation import NAME_PATTERN, check_data_path, markup_problem
 
 ENTRY = """

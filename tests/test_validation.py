@@ -17,10 +17,13 @@ from unittest import mock
 
 import nbformat
 import pytest
+
+from iteration_order.book import studies
+from iteration_order.book.studies import check_registry
 from papermill.exceptions import PapermillExecutionError
 
 from iteration_order import Reset, Runtime, SwitchAt, TrajectoryConfig, as_order, iterates
-from iteration_order.book import registry, runner
+from iteration_order.book import cli as book_cli, registry, runner
 from iteration_order.book.lie_study import LieStudy
 from iteration_order.book.order_average_study import OrderAverageExperiment
 from iteration_order.book.pages import OrdersExperiment
@@ -96,7 +99,7 @@ INJECTION = "steps; import os; os.system('touch marker'); y"
 def registry_text_problem(text: str):
     """check_registry on a registry file holding ``text``: its problems, raised so that the test
     reads them like any other error."""
-    problems = registry.check_registry(_registry_file(text))
+    problems = studies.check_registry(_registry_file(text))
     if problems:
         raise ValueError("\n".join(problems))
 
@@ -114,7 +117,7 @@ def cli(*args: str, registry_text: str | None = None):
     with mock.patch.object(registry, "REGISTRY", path), contextlib.redirect_stdout(out), \
             contextlib.redirect_stderr(out):
         try:
-            runner.main(list(args))
+            book_cli.main(list(args))
         except SystemExit as exit_:
             if exit_.code not in (0, None):
                 raise SystemExit(f"{out.getvalue()}{exit_.code}") from None

@@ -92,12 +92,15 @@ class DeviceMismatchError(ValueError):
     """A result file named for one device (``-cpu.json``) holds a run computed on another."""
 
 
+RESULTS_ENV = "ITERATION_ORDER_RESULTS"  # where results are cached, when not the repository's
+
+
 def _default_results() -> Path:
     """$ITERATION_ORDER_RESULTS (so tests, nbval and other machines can cache elsewhere), else the
     repository's results/ folder whatever the working directory (a notebook runs from notebooks/),
     else ./results for a copy of the package installed outside the repository."""
-    if os.environ.get("ITERATION_ORDER_RESULTS"):
-        return Path(os.environ["ITERATION_ORDER_RESULTS"])
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
     root = Path(__file__).resolve().parents[2]
     return root / "results" if (root / "pyproject.toml").is_file() else Path("results")
 

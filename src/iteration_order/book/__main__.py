@@ -1,4 +1,4 @@
-"""``python -m iteration_order.book ...``: the book's command line (see `runner`)."""
-from .runner import main
+"""`python -m iteration_order.book`: the book's command line (`cli`)."""
+from .cli import main
 
 main()

@@ -52,8 +52,8 @@ from pathlib import Path
 
 import pytest
 
-from ..cache import CACHE_ENV
-from .registry import ROOT
+from ..cache import CACHE_ENV, RESULTS_ENV
+from .registry import ROOT, use_default_data_root
 from .verify import ExecutedPage, drift_problems, prose_problems, rerun_command
 
 __all__ = ["PATTERNS", "FIGURE_KEYS", "sanitise"]
@@ -115,8 +115,8 @@ def _page(item) -> tuple[str, str, str] | None:
 def pytest_configure(config):
     # The kernels nbval starts inherit this process's environment.
     os.environ[CACHE_ENV] = "only"  # the check never computes: a missing result is an error
-    os.environ.setdefault("ITERATION_ORDER_RESULTS", str(ROOT / "results"))
-    os.environ.setdefault("DATA_ROOT", str((ROOT.parent / "shared" / "data").resolve()))
+    os.environ.setdefault(RESULTS_ENV, str(ROOT / "results"))
+    use_default_data_root()
     config._book_failures = {}
 
 

@@ -28,8 +28,10 @@ refused rather than escaped, so that what the registry says is what the page sho
 from __future__ import annotations
 
 import json
+import os
 import logging
 from functools import lru_cache
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import yaml
@@ -38,7 +40,7 @@ from ..validation import (check_data_path, check_identifier, check_like, check_n
                           markup_problem, size_problems)
 
 __all__ = ["PARTS", "PROFILES", "REQUIRED_PROFILES", "ROOT", "load_pages", "page", "parameters", "departures",
-           "default_profile", "template_path", "template_parameters", "template_defaults",
+           "default_profile", "template_path", "template_defaults", "use_default_data_root",
            "resolved_parameters", "check_registry", "RegistryError", "parameter_problems",
            "template_problems", "checked_parameters", "check_parameters"]
 
@@ -48,6 +50,8 @@ PROFILES = ("smoke", "quick", "cpu", "paper")
 REQUIRED_PROFILES = ("smoke", "cpu", "paper")
 ROOT = Path(__file__).resolve().parents[3]
 REGISTRY = ROOT / "experiments.yml"
+DATA_ROOT_ENV = "DATA_ROOT"  # where the data sets are read (see the data root's README)
+DEFAULT_DATA_ROOT = ROOT.parent / "shared" / "data"  # beside the repository, as in the project
 RUNTIME_PARAMETERS = ("jobs", "profile", "page")  # passed to every page, not part of the science
 # How a page's runs execute, never what they compute: not departures from the paper (the engine
 # each run used is named under the header's *Produced by*, from the results)
@@ -243,6 +247,11 @@ def _inline(value) -> str:
     return json.dumps(value)
 
 
+def use_default_data_root() -> None:
+    """``$DATA_ROOT`` for this process and its page kernels: as set, else `DEFAULT_DATA_ROOT`."""
+    os.environ.setdefault(DATA_ROOT_ENV, str(DEFAULT_DATA_ROOT.resolve()))
+
+
 def default_profile() -> str:
     """cpu without CUDA, paper with it."""
     import torch
@@ -252,10 +261,6 @@ def default_profile() -> str:
 def template_path(name: str, path: Path | None = None) -> Path:
     return ROOT / "notebooks" / f"{page(name, path)['template']}.ipynb"
 
-
-def template_parameters(template: Path) -> set[str]:
-    """The names a template's ``parameters`` cell declares (papermill's own inspection)."""
-    return set(template_defaults(template))
 
 
 @lru_cache(maxsize=None)
@@ -349,23 +354,28 @@ def check_parameters(namespace: dict, template: str) -> None:
                          + hint)
 
 
-def _config_problem(name: str, profile: str, path: Path | None) -> str | None:
-    """The library's own check of a figure page's values (orders, steps, MLP fields ...), without
-    training: the experiment of the ``orders`` template builds every run's config."""
-    if page(name, path).get("template") != "orders":
+def _config_problem(name: str, profile: str, path: Path | None,
+                    config_checks: Mapping[str, Callable[[dict], object]]) -> str | None:
+    """A study's own check of a page's values without running anything (for the ``orders``
+    template: every run's config is built), from ``config_checks`` (template name -> a callable
+    that raises ValueError on the page's resolved parameters; see `studies.CONFIG_CHECKS`)."""
+    check = config_checks.get(page(name, path).get("template"))
+    if check is None:
         return None
-    from .pages import OrdersExperiment
     try:
-        OrdersExperiment.from_parameters(resolved_parameters(name, profile, path))
+        check(resolved_parameters(name, profile, path))
     except ValueError as err:
         return str(err)
     return None
 
 
-def check_registry(path: Path | None = None) -> list[str]:
+def check_registry(path: Path | None = None,
+                   config_checks: Mapping[str, Callable[[dict], object]] | None = None
+                   ) -> list[str]:
     """Every problem of the registry: unknown templates, parts or profiles, parameter names a
-    template does not declare (or that are not identifiers), values of the wrong type, and the
-    figure pages' values that their experiment refuses."""
+    template does not declare (or that are not identifiers), values of the wrong type, and, with
+    ``config_checks`` (`studies.check_registry` passes them), the values a page's study refuses.
+    The registry imports no study: the studies depend on it, never the other way."""
     problems = []
     for name, entry in load_pages(path).items():
         template = ROOT / "notebooks" / f"{entry.get('template')}.ipynb"
@@ -382,7 +392,8 @@ def check_registry(path: Path | None = None) -> list[str]:
         for profile in [p for p in PROFILES if p in entry.get("profiles", {})]:
             found = template_problems(name, profile, path)
             if not found:
-                found = [p for p in [_config_problem(name, profile, path)] if p]
+                found = [p for p in [_config_problem(name, profile, path,
+                                                     config_checks or {})] if p]
             problems += [f"{name} [{profile}]: {p}" for p in found]
         stated = entry.get("paper_states", [])
         known = set(parameters(name, "paper", path)) if "paper" in entry.get("profiles", {}) else set()

@@ -21,11 +21,9 @@ paper page renders from the ``results/*-cuda.json`` computed on a GPU elsewhere 
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import platform
 import time
@@ -34,17 +32,16 @@ from pathlib import Path
 
 import nbformat
 
-from ..cache import CACHE_ENV
-from ..parallel import (ALLOW_LONG_ENV, DEVICE_ENV, EXECUTOR_ENV, EXECUTORS, LONG_RUN_HOURS,
-                        SHARDS_ENV, executor_choice, shard_count)
+from ..cache import CACHE_ENV, RESULTS_ENV
+from ..parallel import DEVICE_ENV, EXECUTOR_ENV, SHARDS_ENV, executor_choice, shard_count
 from ..cost import format_seconds
 from ..trajectory import MLP_FIELDS
-from ..validation import check_device
-from .registry import (PARTS, PROFILES, ROOT, RUNTIME_PARAMETERS, RegistryError, check_registry,
-                       checked_parameters, default_profile, departures, load_pages, page,
-                       parameters, template_defaults, template_path)
+from .studies import check_registry
+from .registry import (PARTS, PROFILES, ROOT, RUNTIME_PARAMETERS, RegistryError,
+                       checked_parameters, departures, load_pages, page,
+                       parameters, template_defaults, template_path, use_default_data_root)
 
-__all__ = ["main", "run_pages", "fingerprint", "BOOK", "page_path", "PAPER_DIR"]
+__all__ = ["run_pages", "fingerprint", "BOOK", "page_path", "PAPER_DIR"]
 
 BOOK = ROOT / "book"
 LOGS = ROOT / "results" / "logs"
@@ -374,7 +371,7 @@ def run_pages(profile: str, only: list[str] | None = None, jobs: int = 1, force:
     names = list(load_pages())
     for name in only or []:
         page(name)  # unknown names fail before anything runs
-    problems = check_registry()
+    problems = check_registry()  # with the studies' own checks of their pages' values
     if problems:
         raise RegistryError("experiments.yml has problems (python -m iteration_order.book "
                             "check); nothing was run:\n" + "\n".join(problems))
@@ -389,8 +386,8 @@ def run_pages(profile: str, only: list[str] | None = None, jobs: int = 1, force:
             refused.append(str(err))
     if refused:
         raise ValueError("nothing was run:\n" + "\n".join(refused))
-    os.environ.setdefault("ITERATION_ORDER_RESULTS", str(ROOT / "results"))
-    os.environ.setdefault("DATA_ROOT", str((ROOT.parent / "shared" / "data").resolve()))
+    os.environ.setdefault(RESULTS_ENV, str(ROOT / "results"))
+    use_default_data_root()
     ran, failed = [], []
     with _environment(settings):  # the page kernels inherit it
         for name in chosen:  # one failing page does not stop the others
@@ -458,11 +455,11 @@ def refresh_template(name: str) -> Path:
         known = ", ".join(sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")))
         raise ValueError(f"unknown template {name!r}; templates are: {known}")
     tmp = path.with_name(f".{path.stem}.running.ipynb")
-    previous = os.environ.get("ITERATION_ORDER_RESULTS")
+    previous = os.environ.get(RESULTS_ENV)
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            os.environ["ITERATION_ORDER_RESULTS"] = scratch  # the kernel inherits it
-            os.environ.setdefault("DATA_ROOT", str((ROOT.parent / "shared" / "data").resolve()))
+            os.environ[RESULTS_ENV] = scratch  # the kernel inherits it
+            use_default_data_root()
             papermill.execute_notebook(str(path), str(tmp), cwd=str(ROOT), kernel_name="python3",
                                        progress_bar=False)
         nb = nbformat.read(tmp, as_version=4)
@@ -472,9 +469,9 @@ def refresh_template(name: str) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
         if previous is None:
-            os.environ.pop("ITERATION_ORDER_RESULTS", None)
+            os.environ.pop(RESULTS_ENV, None)
         else:
-            os.environ["ITERATION_ORDER_RESULTS"] = previous
+            os.environ[RESULTS_ENV] = previous
     return path
 
 
@@ -524,67 +521,6 @@ def _toc_entry(name: str) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m iteration_order.book",
-                                     description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="execute pages into book/")
-    run.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILES)} "
-                     "(default: cpu without CUDA, paper with CUDA)")
-    run.add_argument("--only", nargs="+", metavar="PAGE", help="only these pages")
-    run.add_argument("--jobs", type=int, default=1, help="parallel runs inside a page")
-    run.add_argument("--force", action="store_true",
-                     help="execute even if up to date, and replace pages executed at another "
-                          "profile")
-    run.add_argument("--missing", action="store_true",
-                     help="only pages that have no executed notebook in book/ yet")
-    run.add_argument("--executor", choices=EXECUTORS, default=None,
-                     help=f"where a page's runs execute: local processes or Ray tasks (default: "
-                          f"${EXECUTOR_ENV}, else local); Ray connects to $RAY_ADDRESS or starts "
-                          f"a local instance with --jobs CPUs")
-    run.add_argument("--shards", type=int, default=None, metavar="K",
-                     help=f"cut each backward-type run into K shards of about equal cost "
-                          f"(default: ${SHARDS_ENV}, else 1)")
-    run.add_argument("--device", choices=DEVICES, default=None,
-                     help="the device of the pages' runs (default: cuda at the paper profile, "
-                          "else auto); without CUDA, cuda pages render from results/*-cuda.json")
-    run.add_argument("--allow-long", action="store_true",
-                     help=f"consent to runs estimated above {LONG_RUN_HOURS:g} h of wall time "
-                          f"(sets ${ALLOW_LONG_ENV}=1 for the page kernels; refused otherwise)")
-    params = sub.add_parser("params", help="a page's parameters at a profile, as YAML that "
-                            "papermill takes with -f")
-    params.add_argument("page")
-    params.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
-    sub.add_parser("list", help="list the pages and their templates")
-    sub.add_parser("check", help="check experiments.yml against the templates")
-    verify = sub.add_parser("verify", help="check the executed pages in book/ against the "
-                            "registry, their templates and the results cache, executing nothing "
-                            "(the first half of make check-book)")
-    verify.add_argument("--only", nargs="+", metavar="PAGE", help="only these pages")
-    sub.add_parser("restamp", help="add the content digest to results/ files written before "
-                   "digests existed, each only after it passes every check verify applies")
-    sub.add_parser("toc", help="write _toc.yml from the executed pages, and the book's own figures")
-    template = sub.add_parser("template", help="re-execute templates at their smoke defaults and "
-                              "store the outputs nbval compares")
-    template.add_argument("names", nargs="+", metavar="TEMPLATE")
-    cost = sub.add_parser("cost", help="estimate the time of the figure pages before running "
-                          "anything (pages of the orders template)")
-    cost.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILES)} "
-                      "(default: cpu without CUDA, paper with CUDA)")
-    cost.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
-    cost.add_argument("--only", nargs="+", metavar="PAGE", help="only these pages")
-    cost.add_argument("--jobs", type=int, default=1, help="parallel runs to divide the total by")
-    cost.add_argument("--write", action="store_true",
-                      help="price every figure page at the quick, cpu and paper profiles and "
-                           "store the estimates the page headers quote (results/"
-                           "cost-estimates.json)")
-    args = parser.parse_args(argv)
-    try:
-        _command(parser, args)
-    except RegistryError as err:  # an unreadable registry: the problem, not a traceback
-        raise SystemExit(f"error: {err}") from None
-
-
 def page_parameters_yaml(name: str, profile: str) -> str:
     """The parameters ``book run`` gives a page at a profile, as YAML for ``papermill -f``: the
     page's registry entry (anchors and merge keys resolved) and the profile; the template's own
@@ -593,88 +529,3 @@ def page_parameters_yaml(name: str, profile: str) -> str:
 
     values = {**checked_parameters(name, profile), "profile": profile, "page": name}
     return yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
-
-
-def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.command == "list":
-        for name, entry in load_pages().items():
-            profiles = [p for p in (_executed_profile(BOOK / f"{name}.ipynb"),
-                                    _executed_profile(page_path(name, "paper"))) if p]
-            state = f"executed ({', '.join(profiles)})" if profiles else "not executed"
-            print(f"{name:<28} {entry['template']:<16} {state}")
-    elif args.command == "params":
-        try:
-            print(page_parameters_yaml(args.page, args.profile), end="")
-        except ValueError as err:
-            parser.error(str(err))
-    elif args.command == "template":
-        for name in args.names:
-            try:
-                print(f"stored smoke outputs in {refresh_template(name)}")
-            except ValueError as err:
-                parser.error(str(err))
-    elif args.command == "toc":
-        print(f"_toc.yml lists {len(write_toc())} executed page(s)")
-        write_figures()
-    elif args.command == "check":
-        problems = check_registry()
-        print("\n".join(problems) or "experiments.yml is consistent with the templates")
-        raise SystemExit(1 if problems else 0)
-    elif args.command == "verify":
-        from .verify import verify_book
-        problems, notes = verify_book(BOOK, args.only)
-        for line in notes + problems:
-            print(line)
-        if problems:
-            raise SystemExit(f"{len(problems)} problem(s) in the executed pages of {BOOK}")
-        print(f"every executed page in {BOOK} matches experiments.yml and its template, and every "
-              f"result it loads is in the cache")
-    elif args.command == "restamp":
-        from .verify import restamp_results
-        stamped, refused, left = restamp_results(BOOK)
-        print(f"{len(stamped)} result file(s) stamped with their content digest")
-        for path in refused:
-            print(f"refused (fails a check; recompute it): {path}")
-        for path in left:
-            print(f"left without a digest (no executed page loads it): {path}")
-        if refused:
-            raise SystemExit(f"{len(refused)} result file(s) refused")
-    elif args.command == "cost":
-        from .costs import page_costs, render_costs, write_estimates
-        if args.jobs < 1:
-            parser.error(f"--jobs must be >= 1; got {args.jobs}")
-        profile = args.profile or default_profile()
-        os.environ.setdefault("DATA_ROOT", str((ROOT.parent / "shared" / "data").resolve()))
-        try:
-            if profile not in PROFILES:
-                raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
-            import torch
-            check_device("--device", args.device)  # before torch parses it
-            device = args.device if args.device != "auto" else (
-                "cuda" if torch.cuda.is_available() else "cpu")
-            if args.write:
-                print(f"stored the estimates in {write_estimates(device)}")
-                return
-            costs, not_covered = page_costs(profile, device, args.only)
-        except ValueError as err:
-            raise SystemExit(f"error: {err}") from None
-        print(render_costs(costs, not_covered, profile, device, args.jobs))
-    else:
-        if args.jobs < 1:
-            parser.error(f"--jobs must be >= 1; got {args.jobs}")
-        # papermill logs each cell's output (cost tables, finished runs) at INFO: show them
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-        logging.getLogger("traitlets").setLevel(logging.ERROR)
-        if args.allow_long:
-            os.environ[ALLOW_LONG_ENV] = "1"  # the page kernels inherit it (parallel.run_many)
-        try:
-            run_pages(args.profile or default_profile(), args.only, args.jobs, args.force,
-                      args.missing, args.executor, args.shards, args.device)
-        except RegistryError:
-            raise
-        except (ValueError, RuntimeError) as err:  # one paragraph, without argparse's usage
-            raise SystemExit(f"error: {err}") from None
-
-
-if __name__ == "__main__":
-    main()

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import nbformat
 
-from ..cache import MissingResultError
+from ..cache import RESULTS_ENV, MissingResultError
 from .registry import (ROOT, RegistryError, checked_parameters, load_pages, parameters,
                        template_defaults, template_path)
 from .runner import NBVAL_MARKER  # stripped from pages' code by the runner (runner._decorate)
@@ -407,7 +407,7 @@ def restamp_results(book: Path | None = None, results_dir: Path | None = None
 
     from ..cache import DIGEST_KEY, certify_unstamped
     book = Path(book) if book is not None else ROOT / "book"
-    results_dir = Path(results_dir or os.environ.get("ITERATION_ORDER_RESULTS")
+    results_dir = Path(results_dir or os.environ.get(RESULTS_ENV)
                        or ROOT / "results")
     pages, _ = all_executed_pages(book)
 
@@ -440,7 +440,7 @@ def verify_book(book: Path | None = None, only: list[str] | None = None,
     registry, its template and the results in ``results_dir`` (default $ITERATION_ORDER_RESULTS,
     else the repository's ``results/``). Reads only: nothing is executed or computed."""
     book = Path(book) if book is not None else ROOT / "book"
-    results_dir = Path(results_dir or os.environ.get("ITERATION_ORDER_RESULTS")
+    results_dir = Path(results_dir or os.environ.get(RESULTS_ENV)
                        or ROOT / "results")
     pages, problems = all_executed_pages(book, only)
     notes = []
