@@ -126,7 +126,7 @@ def train_acc_columns(forward: dict, other: dict, tail: float,
     spread``/``tv`` of both orders (``fwd``, ``other``) and their ``ratio`` other/forward, NaN
     where a run of the pair diverged. No columns where neither run has a train accuracy (a
     regression)."""
-    if forward["train_acc"][-1] is None and other["train_acc"][-1] is None:
+    if all(r.get("train_acc", [None])[-1] is None for r in (forward, other)):
         return {}
     steps = common_tail(forward, other, tail)
     diverged = diverged_at(forward) is not None or diverged_at(other) is not None
