@@ -356,10 +356,10 @@ def test_moves_trend_measures_growth_within_one_regime_only():
     assert trend["growth"] == pytest.approx(1.76 / 1.26) and trend["rho"] == pytest.approx(1.0)
     flat = moves_trend(moves_run("forward", lambda n: 1.0 + 0.001 * (-1) ** (n // 4)))
     assert flat["growth"] == pytest.approx(1.0, abs=0.01) and abs(flat["rho"]) < 0.5
-    # a reset at step 100 (<= N/2): the moves spanning it are left out, the ratio is defined
-    reset = moves_run("reset:at=102", lambda n: 5.0 if n == 104 else 0.01 * n)
-    assert regime_changes("reset:at=102", 200) == [102]
-    assert moves_trend(reset)["rho"] == pytest.approx(1.0)
+    # a reset at step 100 (<= N/2): the move from step 96 to 104 spans it and is left out
+    reset = moves_run("reset:at=100", lambda n: 5.0 if n == 104 else 0.01 * n, every=8)
+    assert regime_changes("reset:at=100", 200) == [100]
+    assert moves_trend(reset)["rho"] == pytest.approx(1.0) and moves_trend(reset)["note"] == ""
     # a switch after N/2: the second half is two regimes, nothing is measured
     late = moves_trend(moves_run("switch:150", lambda n: 1.0))
     assert math.isnan(late["growth"]) and math.isnan(late["rho"])
