@@ -195,9 +195,9 @@ def test_page_numbers_and_summary_follow_the_runs():
     assert numbers["natural_diff_max"] == pytest.approx(0.0001)
     assert math.isnan(numbers["average_diff_min"])  # no exact average in this experiment
     assert numbers["average_diff_text"] == "none"
-    assert numbers["second_diff_text"] == "-0.0002 to +0.0040"
-    assert numbers["natural_diff_text"] == "+0.0000 to +0.0001"
-    assert numbers["slow_diff_text"] == "0.30 for c = 2 and 0.50 for c = 3"
+    assert numbers["second_diff_text"] == "-0.0002 to +0.004"  # no trailing zeros
+    assert numbers["natural_diff_text"] == "0 to +0.0001"  # never "+0.0000" or "-0.0000"
+    assert numbers["slow_diff_text"] == "0.3 for c = 2 and 0.5 for c = 3"
     assert (numbers["sigma_first_step"], numbers["sigma_last_step"]) == (30, 40)
     assert numbers["sigma_steps"] == 6 and numbers["sigma_dof"] == 3
     # 0.004 against a descent of 0.01 per step: less than half a step of training

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .numbers import add_ranges, honest, listed, range_text, sig
 from ..hessian import flatten
 from ..order_average import closest_multiple, gradients_and_correction, micro_batch_rows
 from ..parallel import run_many
@@ -367,14 +368,26 @@ def differences_table(experiment: OrderAverageExperiment, results: dict,
 # Every number the page's summary and conclusion quote
 # ------------------------------------------------------------------------------------------------
 
-def _listed(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" and {items[-1]}"
+_listed = listed
 
 
 def _range_text(low: float, high: float, spec: str, joint: str = "–") -> str:
-    """'0.26' when both ends print alike, else '0.26–0.31' (or joined by ``joint``)."""
-    a, b = format(low, spec), format(high, spec)
+    """A range in words (`numbers.range_text`): a single value where both ends are equal, else
+    '0.26–0.31' (or joined by ``joint``). ``spec`` "+..." marks a difference: signed ends, each
+    strictly on its own side of 0 (never "+0.0000" or "-0.0000"); otherwise ``spec``'s digits
+    (".2f": 2 significant figures, else 3)."""
+    if not spec.startswith("+"):
+        return range_text(low, high, None, 2 if spec.endswith(".2f") else 3, joint=joint)
+    if low == high:
+        return signed_honest(low)
+    a, b = signed_honest(low), signed_honest(high)
     return a if a == b else f"{a}{joint}{b}"
+
+
+def signed_honest(value: float, digits: int = 2) -> str:
+    """A difference with its sign, on its own side of 0 ("+0.00003", "-0.0002", "0")."""
+    text = honest(value, 0.0, digits)
+    return text if text.startswith("-") or text in ("0", "n/a") else "+" + text
 
 
 def _subset(size: int, what: str) -> str:
@@ -486,7 +499,14 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
         [f"{_range_text(slow_by_c.min()[c], slow_by_c.max()[c], '.2f')} for c = {c}"
          for c in slow_by_c.groups]) if len(slow) else "not run"
     numbers["slow_ratio_min"] = float(slow["|difference| / σ"].min()) if len(slow) else math.nan
-    return numbers
+    return add_ranges(numbers, _reference)
+
+
+def _reference(prefix: str) -> float | None:
+    """Differences and cosines are compared with 0, threshold ratios with 1, levels with nothing."""
+    if prefix.endswith(("_diff", "_cos")):
+        return 0.0
+    return 1.0 if prefix.startswith("threshold_ratio") else None
 
 
 def summary_markdown(numbers: dict) -> str:
@@ -516,7 +536,7 @@ def summary_markdown(numbers: dict) -> str:
              f"{n['sigma_tail']:.0%} of training, steps "
              f"{n['sigma_first_step']}–{n['sigma_last_step']}). ")
     if n["second_n"]:
-        verdict = (f"The largest of these differences is {n['second_ratio_max']:.2f}σ, and "
+        verdict = (f"The largest of these differences is {sig(n['second_ratio_max'], 2)}σ, and "
                    f"{n['second_beyond_k']} of {n['second_n']} exceed σ: "
                    + ("none of them is resolved." if n["second_beyond_k"] == 0 else
                       "those below σ are not resolved.")

@@ -12,14 +12,21 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..orders import as_order
+import numpy as np
+from scipy import stats
+
+from ..orders import Reset, SwitchAt, as_order
 from ..parallel import run_many
-from ..stability import (common_tail, detrended_spread, displacement_decay, final_value,
-                         stability_row, tail_median)
+from ..stability import (MIN_TAIL_STEPS, common_tail, detrended_spread, diverged_at,
+                         displacement_decay, final_value, ratio, stability_row, tail_median,
+                         total_variation)
 from ..trajectory import MLP_FIELDS, Runtime, TrajectoryConfig
 from ..validation import check_list, check_number
+from .numbers import add_ranges, interval_text, p_text, plural, sig
 
-__all__ = ["OrdersExperiment", "stability_table", "page_numbers", "order_key", "CLAIM_KEYS"]
+__all__ = ["OrdersExperiment", "stability_table", "page_numbers", "order_key", "CLAIM_KEYS",
+           "display_table", "train_acc_columns", "regime_changes", "moves_trend",
+           "range_reference"]
 
 
 # parameters of the orders template that say where and how a page runs or what it is called,
@@ -105,10 +112,49 @@ def stability_table(experiment: OrdersExperiment, results: dict,
         for order in experiment.orders:
             if order == reference:
                 continue
-            row = stability_row(results[(seed, reference)], results[(seed, order)],
-                                experiment.tail)
+            forward, other = results[(seed, reference)], results[(seed, order)]
+            row = stability_row(forward, other, experiment.tail)
+            row.update(train_acc_columns(forward, other, experiment.tail))
             rows.append({"seed": seed, "order": order, **row})
     return pd.DataFrame(rows).set_index(["seed", "order"])
+
+
+def train_acc_columns(forward: dict, other: dict, tail: float,
+                      min_steps: int = MIN_TAIL_STEPS) -> dict:
+    """The train accuracy's fluctuation, as `stability.stability_row` gives the test accuracy's
+    (composed from `stability`'s public statistics, over the same shared tail steps): ``train_acc
+    spread``/``tv`` of both orders (``fwd``, ``other``) and their ``ratio`` other/forward, NaN
+    where a run of the pair diverged. No columns where neither run has a train accuracy (a
+    regression)."""
+    if all(r.get("train_acc", [None])[-1] is None for r in (forward, other)):
+        return {}
+    steps = common_tail(forward, other, tail)
+    diverged = diverged_at(forward) is not None or diverged_at(other) is not None
+    row = {}
+    for name, statistic in (("spread", detrended_spread), ("tv", total_variation)):
+        f, o = (math.nan, math.nan) if diverged else \
+            (statistic(forward, "train_acc", steps, min_steps),
+             statistic(other, "train_acc", steps, min_steps))
+        row[f"train_acc {name} fwd"], row[f"train_acc {name} other"] = f, o
+        row[f"train_acc {name} ratio"] = ratio(o, f)
+    return row
+
+
+def display_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A `stability_table` as a reader sees it (the template displays ``display_table(table).T``):
+    every number to ``digits`` significant figures (so that tail medians of 0.00016 and 0.00011
+    are not both 0.0002 or 0.0001), steps and counts whole, 'n/a' where a statistic is undefined,
+    and the ``diverged fwd``/``diverged other`` steps empty where that run did not diverge."""
+    def cell(column, value):
+        if column.startswith("diverged "):
+            return "" if value != value else str(int(value))
+        if isinstance(value, str):
+            return value
+        if column == "tail steps":
+            return str(int(value))
+        return sig(value, digits)
+    return pd.DataFrame({column: [cell(column, v) for v in table[column]]
+                         for column in table.columns}, index=table.index)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -121,6 +167,7 @@ CLAIM_KEYS = {
     "train loss moves back and forth less (total variation)": "train_tv",
     "test loss fluctuates less (detrended spread)": "test_spread",
     "test accuracy fluctuates less (detrended spread)": "acc_spread",
+    "train accuracy fluctuates less (detrended spread)": "train_acc_spread",
     "steps shrink more (displacement decay)": "decay",
     "lower typical train loss (tail median)": "level",
 }
@@ -143,15 +190,84 @@ def _evidence_text(row: dict) -> str:
     tested, as `summary.verdicts` says it."""
     if row["n"] == 0:
         return f"cannot be tested here ({row['undefined']})"
-    return (f"{row['holds']} of {row['n']} seeds (two-sided sign test p = {row['sign p']:.2g})")
+    return (f"{row['holds']} of {plural(int(row['n']), 'seed')} (two-sided sign test "
+            f"p = {p_text(row['sign p'])})")
 
 
-def _interval_text(row: dict) -> str:
-    if row["low"] == row["low"]:
-        return f"geometric mean {row['ratio']:.2g}, 95% t-interval {row['low']:.2g} to {row['high']:.2g}"
-    if row["ratio"] == row["ratio"]:
-        return f"geometric mean {row['ratio']:.2g}, {row['interval note']}"
-    return row["interval note"]
+def _interval_text(row: dict, level: float = 0.95) -> str:
+    """The geometric mean and its t-interval, each bound strictly on its own side of 1
+    (`numbers.interval_text`), or why there is no interval."""
+    return interval_text(row["ratio"], row["low"], row["high"], row["interval note"], level)
+
+
+def regime_changes(order: str, steps: int) -> list[int]:
+    """The steps 1..steps−1 at which ``order`` changes regime: the base point moves (a reset) or
+    forward turns into backward (a switch); none for forward and backward."""
+    order = as_order(order)
+    if isinstance(order, Reset):
+        at = order.at if order.every is None else range(order.every, steps, order.every)
+        return [c for c in at if 0 < c < steps]
+    if isinstance(order, SwitchAt):
+        return [order.step] if 0 < order.step < steps else []
+    return []
+
+
+def moves_trend(result: dict, order: str | None = None) -> dict:
+    """Do a run's moves settle within one regime? From its ``displacement`` curve (the distance
+    between consecutive recorded iterates, as `stability.displacement_decay` uses it) over the
+    second half of training, steps N/2 < n ≤ N, leaving out a move whose two iterates lie on
+    either side of a regime change (`regime_changes`):
+
+    * ``growth`` — median move over the last quarter (3N/4 < n ≤ N) / median over the third
+      (N/2 < n ≤ 3N/4): above 1 the moves grow, below 1 they shrink;
+    * ``rho`` — Spearman's rank correlation of the moves with the step over the second half
+      (near 1: they grow steadily; near −1: they shrink steadily);
+    * ``note`` — '' where both are defined, else why not: a regime change after N/2 (the ratio
+      would compare two regimes), a diverged run, or too few recorded moves.
+    """
+    order = order or result["config"]["order"]
+    total = result["config"]["steps"]
+    out = {"growth": math.nan, "rho": math.nan, "note": ""}
+    late = [c for c in regime_changes(order, total) if c > total / 2]
+    if late:
+        out["note"] = (f"undefined: the regime changes at step {late[0]}, after the half-way step "
+                       f"{total / 2:g}, so the second half is not one regime")
+        return out
+    if diverged_at(result) is not None:
+        out["note"] = f"undefined: the run diverged at step {diverged_at(result)}"
+        return out
+    steps = np.asarray(result["recorded_steps"])
+    moves = np.asarray(result["displacement"], dtype=float)
+    changes = regime_changes(order, total)
+    previous = np.concatenate([[steps[0]], steps[:-1]])
+    keep = (steps > total / 2) & np.isfinite(moves)
+    for c in changes:
+        keep &= ~((previous < c) & (c < steps))
+    third = moves[keep & (steps <= 0.75 * total)]
+    last = moves[keep & (steps > 0.75 * total)]
+    if len(third) == 0 or len(last) == 0 or keep.sum() < 3:
+        out["note"] = f"undefined: {plural(int(keep.sum()), 'recorded move')} in the second half"
+        return out
+    before = float(np.median(third))
+    out["growth"] = float(np.median(last)) / before if before > 0 else math.nan
+    out["rho"] = float(stats.spearmanr(steps[keep], moves[keep])[0])
+    return out
+
+
+def range_reference(key: str) -> float | None:
+    """The value a per-seed range of a glue key is compared with, so that its ``_range`` text
+    never prints an end on the wrong side of it: 1 for a ratio (claims, decays, growth of the
+    moves, spread ratios), 0 for a difference or a correlation, none for a level or a count."""
+    if key.endswith(("_diff", "_rho", "_cos")) or "_diff_" in key:
+        return 0.0
+    if key.endswith(("tail_steps", "acc_final", "_frac_med", "_med", "_test", "sigma",
+                     "per_pair", "_intervals", "_load")) or "_load" in key:
+        return None
+    return 1.0
+
+
+def _percent(key: str) -> str:
+    return "%" if key.endswith("acc_final") else ""
 
 
 def page_numbers(experiment: OrdersExperiment, results: dict) -> dict:
@@ -167,6 +283,11 @@ def page_numbers(experiment: OrdersExperiment, results: dict) -> dict:
     medians of the train loss and final test accuracies (``<order>_acc_final_min``/``max``).
     With three orders (the reset page) the second is also compared with the third
     (``<second>_vs_<third>_`` keys: tail-median and final-accuracy differences per seed).
+    Within-regime trend of each order's moves (`moves_trend`): ``<order>_moves_growth_min``/
+    ``max``/``k`` (seeds where they grow)/``n`` (seeds with the ratio), ``<order>_moves_rho_min``/
+    ``max`` and ``<order>_moves_note`` (the window, or why undefined). For every ``X_min``/
+    ``X_max`` pair, ``X_range``: the range in words, each end honest with respect to
+    `range_reference` ("0.931 to 1.04"; "34.5%" for a single value).
     """
     from .summary import page_claims  # the summary imports this module
 
@@ -183,6 +304,18 @@ def page_numbers(experiment: OrdersExperiment, results: dict) -> dict:
         values = [displacement_decay(r) for r in own]
         numbers[f"{key}_decay_own_min"], numbers[f"{key}_decay_own_max"] = span(values)
         numbers[f"{key}_decay_grows_k"] = sum(v > 1 for v in values)
+        trends = [moves_trend(results[(s, order)], order) for s in experiment.seeds]
+        growth = [t["growth"] for t in trends]
+        numbers[f"{key}_moves_growth_min"], numbers[f"{key}_moves_growth_max"] = span(growth)
+        numbers[f"{key}_moves_growth_k"] = sum(g > 1 for g in growth)
+        numbers[f"{key}_moves_growth_n"] = sum(g == g for g in growth)
+        numbers[f"{key}_moves_rho_min"], numbers[f"{key}_moves_rho_max"] = \
+            span([t["rho"] for t in trends])
+        notes = list(dict.fromkeys(t["note"] for t in trends if t["note"]))
+        numbers[f"{key}_moves_note"] = "; ".join(notes) or (
+            f"within one regime (moves spanning the change at step "
+            f"{regime_changes(order, experiment.steps)[0]} left out)"
+            if regime_changes(order, experiment.steps) else "within one regime")
         if results[(experiment.seeds[0], order)]["test_acc"][-1] is not None:
             accs = [final_value(r, "test_acc") * 100 for r in own]
             numbers[f"{key}_acc_final_min"], numbers[f"{key}_acc_final_max"] = span(accs)
@@ -207,7 +340,7 @@ def page_numbers(experiment: OrdersExperiment, results: dict) -> dict:
             numbers[f"{prefix}_min"], numbers[f"{prefix}_max"] = span(per_seed)
     if len(experiment.orders) == 3:
         numbers.update(_second_against_third(experiment, results))
-    return numbers
+    return add_ranges(numbers, range_reference, _percent)
 
 
 def _second_against_third(experiment: OrdersExperiment, results: dict) -> dict:

@@ -35,6 +35,7 @@ import pandas as pd
 from matplotlib.ticker import NullFormatter
 from scipy.stats import spearmanr
 
+from .numbers import add_ranges, honest, listed, sig
 from ..orders import as_order
 from .pages import order_key, span
 from .plots import ORDER_COLOURS, _colour_name, describe_steps
@@ -256,24 +257,20 @@ def coincidence_table(experiment: SharpnessExperiment, results: dict) -> pd.Data
 
 
 def significant(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """The table with every float rounded to ``digits`` significant digits, for display: fixed
-    decimals would print a loss of 7e-05 as 0 and a sharpness of 380.8 with useless digits."""
+    """The table for display, every float as text to ``digits`` significant figures
+    (`numbers.sig`): fixed decimals would print a loss of 7e-05 as 0 and a sharpness of 380.8
+    with useless digits, and a float column would show 0.5 as "0.500000"; 'n/a' where undefined.
+    Other columns are kept."""
     check_int("digits", digits, 1)
-
-    def rounded(v):
-        if not isinstance(v, float) or not math.isfinite(v) or v == 0:
-            return v
-        return round(v, digits - 1 - math.floor(math.log10(abs(v))))
-    return table.apply(lambda column: column.map(rounded) if column.dtype == float else column)
+    return table.apply(lambda column: column.map(lambda v: sig(v, digits))
+                       if column.dtype == float else column)
 
 
 # ------------------------------------------------------------------------------------------------
 # The numbers the page's conclusion quotes
 # ------------------------------------------------------------------------------------------------
 
-def _listed(items) -> str:
-    items = list(map(str, items))
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+_listed = listed
 
 
 def _rho_text(rho: float, p: float, n: int, seeds: int, per_seed: list[float],
@@ -340,7 +337,7 @@ def sharpness_numbers(experiment: SharpnessExperiment, results: dict, prefix: st
         key = order_key(order)
         ratios = settle.xs(order, level="order")[f"ratio to {reference}"]
         n[f"{key}_ratio_min"], n[f"{key}_ratio_max"] = span(ratios)
-        n[f"{key}_ratios"] = _listed(f"{v:.3f}" for v in ratios)
+        n[f"{key}_ratios"] = _listed(honest(v, 1.0) for v in ratios)
         n[f"{key}_flatter_k"] = int((ratios < 1).sum())
     rotations = rotation_table(experiment, results)
     rho = coincidence_table(experiment, results)
@@ -392,7 +389,15 @@ def sharpness_numbers(experiment: SharpnessExperiment, results: dict, prefix: st
         for short in ("rot", "sub"):
             n[f"{order_key(order)}_{short}_med_vs_ref"] = (
                 pooled_medians[(order, short)] / pooled_medians[(reference, short)])
+    add_ranges(n, _reference)
     return {f"{prefix}_{k}": v for k, v in n.items()}
+
+
+def _reference(prefix: str) -> float | None:
+    """Sharpness fractions of 2/h and ratios are compared with 1, rank correlations with 0."""
+    if prefix.startswith("tail_frac") or prefix.endswith("_ratio"):
+        return 1.0
+    return 0.0 if "rho" in prefix else None
 
 # ------------------------------------------------------------------------------------------------
 # Figures

@@ -31,6 +31,7 @@ pages.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -41,7 +42,9 @@ import pandas as pd
 from scipy import stats
 
 from .registry import PROFILES, page, resolved_parameters
-from .pages import CLAIM_KEYS, OrdersExperiment, order_key, span, stability_table
+from .numbers import add_ranges, honest, interval_text, listed, p_text, plural, range_text, sig
+from .pages import (CLAIM_KEYS, OrdersExperiment, order_key, range_reference, span,
+                    stability_table)
 from ..cache import MissingResultError
 from ..parallel import run_many, stored_result
 from numpy.polynomial import Polynomial
@@ -55,7 +58,8 @@ __all__ = ["CLAIMS", "MIN_INTERVAL_SEEDS", "SummaryConfig", "Summary", "page_exp
            "claim_ratios", "claim_evidence", "smallest_sign_p", "t_quantile", "divergence_note",
            "page_claims", "summarise", "claims_table", "verdicts", "claims_display",
            "claims_by_claim", "decay_table", "summary_numbers", "page_key", "page_links",
-           "claims_caption", "seed_counts_table", "spread_check"]
+           "claims_caption", "seed_counts_table", "spread_check", "run_identity",
+           "shared_runs", "SHARED_COLUMNS"]
 
 
 class Claim(NamedTuple):
@@ -74,6 +78,8 @@ CLAIMS = {
         Claim("test_loss spread other", "test_loss spread fwd", True),
     "test accuracy fluctuates less (detrended spread)":
         Claim("test_acc spread other", "test_acc spread fwd", True),
+    "train accuracy fluctuates less (detrended spread)":
+        Claim("train_acc spread other", "train_acc spread fwd", True),
     "steps shrink more (displacement decay)":
         Claim("displacement decay other", "displacement decay fwd", False),
     "lower typical train loss (tail median)":
@@ -240,8 +246,7 @@ def page_claims(table: pd.DataFrame, reference: str = "forward",
                 "order": order, "claim": claim, "seeds": len(per_seed),
                 "diverged": int((compared["diverged"] != "").sum()),
                 "divergence": divergence_note(table, order, reference),
-                "per seed": ", ".join("n/a" if not np.isfinite(v) else f"{v:.3g}"
-                                      for v in per_seed),
+                "per seed": ", ".join(honest(v, 1.0) for v in per_seed),
                 **claim_evidence(per_seed.to_numpy(dtype=float), level),
                 "undefined": _undefined_note(compared, per_seed, CLAIMS[claim])})
     return pd.DataFrame(rows).set_index(["order", "claim"])
@@ -263,7 +268,61 @@ def summarise(config: SummaryConfig, runtime: Runtime = Runtime(progress=False),
         runs[name] = results
         tables[name] = table = stability_table(experiment, results)
         parts[name] = page_claims(table, experiment.orders[0], config.level)
-    return Summary(pd.concat(parts, names=["page"]), tables, runs)
+    claims = pd.concat(parts, names=["page"])
+    return Summary(_with_shared(claims, shared_runs(runs)), tables, runs)
+
+
+# columns `summarise` adds to the claims: which comparisons use the same runs
+SHARED_COLUMNS = ("reference runs", "other runs", "same runs as", "shares runs with")
+
+
+def run_identity(result: dict) -> str:
+    """What makes two loaded runs one: the cache key of its config (the results file it was
+    read from), or the config itself where a result has no key."""
+    return result.get("key") or json.dumps(result["config"], sort_keys=True, default=str)
+
+
+def shared_runs(runs: dict, reference: str = "forward") -> pd.DataFrame:
+    """Which comparisons of the summarised pages use the same runs. ``runs``: page -> {(seed,
+    order): run} (`Summary.runs`). One row per (page, compared order): ``reference runs`` and
+    ``other runs`` (the `run_identity` of each seed's runs, in seed order); ``same runs as``:
+    the first earlier comparison whose runs are identical ('page order', '' if none: such a
+    comparison is the same evidence and is counted once); ``shares runs with``: the other
+    comparisons that share some but not all of its runs (usually the reference's: related, not
+    independent, evidence)."""
+    rows = {}
+    for name, results in runs.items():
+        seeds = list(dict.fromkeys(seed for seed, _ in results))
+        for order in dict.fromkeys(order for _, order in results):
+            if order == reference:
+                continue
+            rows[(name, order)] = (
+                tuple(run_identity(results[(s, reference)]) for s in seeds
+                      if (s, reference) in results),
+                tuple(run_identity(results[(s, order)]) for s in seeds))
+    table = []
+    for (name, order), (ref, other) in rows.items():
+        same = next((f"{n} {o}" for (n, o), (r, x) in rows.items()
+                     if (r, x) == (ref, other) and (n, o) != (name, order)
+                     and list(rows).index((n, o)) < list(rows).index((name, order))), "")
+        mine = set(ref) | set(other)
+        related = [f"{n} {o}" for (n, o), (r, x) in rows.items() if (n, o) != (name, order)
+                   and (r, x) != (ref, other) and mine & (set(r) | set(x))]
+        table.append({"page": name, "order": order, "reference runs": ref, "other runs": other,
+                      "same runs as": same, "shares runs with": listed(related)})
+    columns = ["page", "order", *SHARED_COLUMNS]
+    return pd.DataFrame(table, columns=columns).set_index(["page", "order"])
+
+
+def _with_shared(claims: pd.DataFrame, shared: pd.DataFrame) -> pd.DataFrame:
+    """The claims with `shared_runs`'s columns, per (page, order)."""
+    claims = claims.copy()
+    keys = list(zip(claims.index.get_level_values("page"), claims.index.get_level_values("order")))
+    for column in SHARED_COLUMNS:
+        empty = () if column.endswith("runs") else ""
+        claims[column] = [shared.loc[key, column] if key in shared.index else empty
+                          for key in keys]
+    return claims
 
 
 def claims_table(config: SummaryConfig, runtime: Runtime = Runtime(progress=False),
@@ -285,21 +344,16 @@ def verdicts(claims: pd.DataFrame, level: float = 0.95, reference: str = "forwar
         *page_name, order = key
         first = rows.iloc[0]
         heading = f"{' '.join(page_name) + ' ' if page_name else ''}({order} against " \
-                  f"{reference}, {int(first['seeds'])} seed{'s' if first['seeds'] != 1 else ''})"
+                  f"{reference}, {plural(int(first['seeds']), 'seed')})"
         lines.append(heading + (f": {first['divergence']}" if first["divergence"] else ""))
         for claim, row in zip(rows.index.get_level_values("claim"), rows.to_dict("records")):
             if row["n"] == 0:
                 lines.append(f"  {claim}: cannot test ({row['undefined']})")
                 continue
-            text = (f"  {claim}: holds for {row['holds']} of {row['n']} seeds (sign test "
-                    f"p = {row['sign p']:.3g}); ratios {row['per seed']}")
-            if np.isfinite(row["low"]):
-                text += (f"; geometric mean {row['ratio']:.3g}, {level:.0%} t-interval "
-                         f"[{row['low']:.3g}, {row['high']:.3g}]")
-            elif np.isfinite(row["ratio"]):
-                text += f"; geometric mean {row['ratio']:.3g}, {row['interval note']}"
-            else:
-                text += f"; {row['interval note']}"
+            text = (f"  {claim}: holds for {row['holds']} of {plural(int(row['n']), 'seed')} "
+                    f"(sign test p = {p_text(row['sign p'])}); ratios {row['per seed']}; "
+                    + interval_text(row["ratio"], row["low"], row["high"],
+                                    row["interval note"], level))
             if row["undefined"]:
                 text += f" [no ratio on {row['undefined']}]"
             lines.append(text)
@@ -313,19 +367,20 @@ def claims_display(claims: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     figures, so the rendered HTML and nbval's comparison stay stable."""
     def interval(row) -> str:
         if np.isfinite(row["low"]):
-            return f"{row['low']:.3g} to {row['high']:.3g}"
+            return range_text(row["low"], row["high"], 1.0)
         return row["interval note"] or "n/a"
 
     shown = pd.DataFrame({
         "holds (k of n seeds)": [f"{k} of {n}" if n else "cannot test"
                                  for k, n in zip(claims["holds"], claims["n"])],
-        "sign test p": [f"{p:.3g}" if np.isfinite(p) else "n/a" for p in claims["sign p"]],
-        "geometric mean ratio": [f"{r:.3g}" if np.isfinite(r) else "n/a"
-                                 for r in claims["ratio"]],
+        "sign test p": [p_text(p) for p in claims["sign p"]],
+        "geometric mean ratio": [honest(r, 1.0) for r in claims["ratio"]],
         f"{level:.0%} t-interval": [interval(row) for _, row in claims.iterrows()],
         "per-seed ratios": claims["per seed"],
         "no ratio on": [u or "" for u in claims["undefined"]],
     }, index=claims.index)
+    if "same runs as" in claims:  # a comparison repeating another's runs: counted once
+        shown["same runs as"] = claims["same runs as"].fillna("")
     return shown
 
 
@@ -362,11 +417,9 @@ def decay_table(tables: dict) -> pd.DataFrame:
                 "page": name, "order": order,
                 "seeds": len(own),
                 "steps grow (decay > 1)": f"{int((defined > 1).sum())} of {len(defined)}",
-                "decay per seed": ", ".join("n/a" if not np.isfinite(v) else f"{v:.3g}"
-                                            for v in own),
+                "decay per seed": ", ".join(honest(v, 1.0) for v in own),
                 "forward: steps grow": f"{int((defined_fwd > 1).sum())} of {len(defined_fwd)}",
-                "forward: decay per seed": ", ".join("n/a" if not np.isfinite(v) else f"{v:.3g}"
-                                                     for v in forward)})
+                "forward: decay per seed": ", ".join(honest(v, 1.0) for v in forward)})
     return pd.DataFrame(rows).set_index(["page", "order"])
 
 
@@ -421,10 +474,19 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
             f"{prefix}_low": row["low"], f"{prefix}_high": row["high"],
             f"{prefix}_min": low, f"{prefix}_max": high,
             f"{prefix}_evidence": "cannot test" if row["n"] == 0 else
-            f"{row['holds']} of {row['n']} seeds, sign test p = {row['sign p']:.2g}"})
+            f"{row['holds']} of {plural(int(row['n']), 'seed')}, sign test "
+            f"p = {p_text(row['sign p'])}",
+            f"{prefix}_interval": interval_text(row["ratio"], row["low"], row["high"],
+                                                row["interval note"], level)})
+    numbers.update(_shared_numbers(claims))
+    counted = claims[_counted(claims)]
     for claim, short in CLAIM_KEYS.items():
-        rows = claims.xs(claim, level="claim") if claim in \
+        every_row = claims.xs(claim, level="claim") if claim in \
             claims.index.get_level_values("claim") else claims.iloc[:0]
+        rows = counted.xs(claim, level="claim") if claim in \
+            counted.index.get_level_values("claim") else counted.iloc[:0]
+        numbers[f"{short}_rows_listed"] = len(every_row)
+        numbers[f"{short}_duplicates"] = len(every_row) - len(rows)
         testable = rows[rows["n"] > 0]
         untestable = rows[rows["n"] == 0]
         every = testable[testable["holds"] == testable["n"]]
@@ -443,6 +505,7 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
             f"{short}_seeds": int(testable["n"].sum()),
             f"{short}_seeds_holding": int(testable["holds"].sum())})
     backward = {"own": [], "fwd": [], "pages": 0, "all_above": 0}
+    duplicates = {(name, order) for name, order, _ in claims[~_counted(claims)].index}
     for name, table in tables.items():
         for order in table.index.get_level_values("order").unique():
             own, forward = _own_decays(table, order)
@@ -453,7 +516,7 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
             numbers[f"{prefix}_decay_fwd_min"], numbers[f"{prefix}_decay_fwd_max"] = \
                 span(forward)
             numbers[f"{prefix}_decay_fwd_above_one"] = int((forward > 1).sum())
-            if order != "backward":
+            if order != "backward" or (name, order) in duplicates:
                 continue
             both = np.isfinite(own) & np.isfinite(forward)
             backward["own"] += list(own[both])
@@ -469,15 +532,76 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
         "decay_forward_above_110": int((fwd > 1.1).sum())})
     numbers["decay_backward_min"], numbers["decay_backward_max"] = span(own)
     numbers["decay_forward_min"], numbers["decay_forward_max"] = span(fwd)
-    return numbers
+    return add_ranges(numbers, _summary_reference)
+
+
+def _summary_reference(prefix: str) -> float | None:
+    """What a summary range is compared with: ratios (claims, geometric means, decays) with 1."""
+    return range_reference(prefix)
+
+
+def _counted(claims: pd.DataFrame) -> pd.Series:
+    """The claims rows counted as evidence: all but those whose comparison uses the same runs as
+    an earlier one (`shared_runs`), which would count those runs twice."""
+    if "same runs as" not in claims:
+        return pd.Series(True, index=claims.index)
+    return claims["same runs as"].fillna("") == ""
+
+
+def _shared_numbers(claims: pd.DataFrame) -> dict:
+    """The comparisons and runs the summary counts, each once, and which ones share runs."""
+    pairs = claims.index.droplevel("claim").unique()
+    out = {"comparisons_listed": len(pairs)}
+    if "same runs as" not in claims:
+        out.update({"comparisons_n": len(pairs), "duplicate_comparisons_n": 0,
+                    "duplicate_comparisons_text": "none", "related_comparisons_text": "none",
+                    "shared_runs_note": "no comparison shares runs with another"})
+        return out
+    first = claims.groupby(level=["page", "order"], sort=False).first()
+    duplicates = first[first["same runs as"] != ""]
+    runs = {r for column in ("reference runs", "other runs") for ids in first[column]
+            for r in ids}
+    listed_runs = sum(len(a) + len(b) for a, b in
+                      zip(first["reference runs"], first["other runs"]))
+    dup_text = listed(f"{page} {order_key(order)} uses the same runs as "
+                      f"{same.split(' ')[0]} {order_key(same.split(' ', 1)[1])}"
+                      for (page, order), same in duplicates["same runs as"].items()) or "none"
+    groups = _components({(page, order): set(a) | set(b) for (page, order), a, b in zip(
+        first.index, first["reference runs"], first["other runs"])
+        if (page, order) not in duplicates.index})
+    groups = [listed(f"{page} {order_key(order)}" for page, order in group)
+              for group in groups if len(group) > 1]
+    rel_text = "; ".join(groups) or "none"
+    note = (f"{plural(len(pairs), 'comparison')} listed, {len(pairs) - len(duplicates)} counted: "
+            + (f"{dup_text} (counted once)" if len(duplicates) else "no comparison repeats "
+               "another's runs")
+            + (f"; related comparisons that share runs (the reference's), not independent "
+               f"evidence: {rel_text}" if groups else "")
+            + f". {plural(len(runs), 'distinct run')} in all.")
+    out.update({"comparisons_n": len(pairs) - len(duplicates),
+                "duplicate_comparisons_n": len(duplicates),
+                "duplicate_comparisons_text": dup_text, "related_comparisons_text": rel_text,
+                "runs_distinct": len(runs), "runs_listed": listed_runs,
+                "shared_runs_note": note})
+    return out
+
+
+def _components(runs: dict) -> list[list]:
+    """Groups of comparisons linked by shared runs (``runs``: comparison -> its run ids), each in
+    the order given."""
+    groups: list[list] = []
+    for key, ids in runs.items():
+        linked = [g for g in groups if any(runs[k] & ids for k in g)]
+        merged = [k for g in linked for k in g] + [key]
+        groups = [g for g in groups if g not in linked] + [merged]
+    order = list(runs)
+    return [sorted(g, key=order.index) for g in groups]
 
 
 def _names(index) -> str:
     """(page, order) pairs as a list in words: 'fig08-vgg19 and fig09-resnet50' ('none')."""
     pages = list(dict.fromkeys(name for name, _ in index))
-    if not pages:
-        return "none"
-    return pages[0] if len(pages) == 1 else ", ".join(pages[:-1]) + " and " + pages[-1]
+    return listed(pages) if pages else "none"
 
 
 def page_links(pages, profile: str) -> str:
@@ -490,7 +614,7 @@ def page_links(pages, profile: str) -> str:
         orders = [order_key(o) for o in params.get("orders", ["forward", "backward"])]
         seeds = len(params["seeds"])
         lines.append(f"- {{doc}}`/book/{name}`: {orders[0]} against "
-                     f"{' and '.join(orders[1:])}, {seeds} seed{'s' if seeds != 1 else ''}, "
+                     f"{listed(orders[1:])}, {plural(seeds, 'seed')}, "
                      f"{params['steps']} steps")
     return "\n".join(lines)
 
@@ -518,9 +642,9 @@ def seed_counts_table(claims: pd.DataFrame, level: float = 0.95) -> pd.DataFrame
     reach 5%, and the t factor of a ``level`` interval (none below `MIN_INTERVAL_SEEDS`)."""
     counts = Counter(int(n) for n in claims["n"] if n > 0)
     rows = [{"seeds with a ratio": n, "page-claim rows": counts[n],
-             "smallest sign-test p": f"{smallest_sign_p(n):.4g}",
+             "smallest sign-test p": p_text(smallest_sign_p(n)),
              "can reach p ≤ 0.05": "yes" if smallest_sign_p(n) <= 0.05 else "no",
-             f"{level:.0%} t factor": f"{t_quantile(n, level):.3g}" if n >= MIN_INTERVAL_SEEDS
+             f"{level:.0%} t factor": sig(t_quantile(n, level)) if n >= MIN_INTERVAL_SEEDS
              else f"no interval (under {MIN_INTERVAL_SEEDS} seeds)"}
             for n in sorted(counts, reverse=True)]
     return pd.DataFrame(rows).set_index("seeds with a ratio")
@@ -538,13 +662,8 @@ def _spread(values: np.ndarray, steps, degree: int) -> float:
     return float(np.sqrt((residuals ** 2).sum() / (len(values) - degree - 1)))
 
 
-def _range(values, digits: int = 2) -> str:
-    finite = [v for v in values if np.isfinite(v)]
-    if not finite:
-        return "n/a"
-    low, high = min(finite), max(finite)
-    return f"{low:.{digits}g}" if f"{low:.{digits}g}" == f"{high:.{digits}g}" else \
-        f"{low:.{digits}g} to {high:.{digits}g}"
+def _range(values, digits: int = 2, reference: float | None = None) -> str:
+    return range_text(*span(values), reference, digits)
 
 
 def spread_check(runs: dict, key: str = "train_loss", tail: float = 0.25,
@@ -587,10 +706,10 @@ def spread_check(runs: dict, key: str = "train_loss", tail: float = 0.25,
                 continue
             rows.append({
                 "page": name, "order": order, "seeds": len(spread),
-                "plain std ratio": _range(plain),
-                "spread ratio (quadratic trend)": _range(spread),
-                "largest change with a linear or cubic trend": f"{max(change):.2g}",
-                f"{reference}'s residuals: lag-one autocorrelation": _range(lag)})
+                "plain std ratio": _range(plain, reference=1.0),
+                "spread ratio (quadratic trend)": _range(spread, reference=1.0),
+                "largest change with a linear or cubic trend": sig(max(change), 2),
+                f"{reference}'s residuals: lag-one autocorrelation": _range(lag, reference=0.0)})
     columns = ["page", "order", "seeds", "plain std ratio", "spread ratio (quadratic trend)",
                "largest change with a linear or cubic trend",
                f"{reference}'s residuals: lag-one autocorrelation"]
