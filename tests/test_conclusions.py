@@ -13,7 +13,9 @@ _NOT_MEASUREMENTS = re.compile(
     r"|(?:Figures?|Fig\.|Theorems?|Lemma|Corollary|Definition|Examples?|Sections?|Appendix|Eq\.)"
     r" [A-Z]?\.?\d+(?:\.\d+)?(?:(?:,| and|–|-) ?[A-Z]?\.?\d+(?:\.\d+)?)*"
     r"|cos\(10x\)|CIFAR-10{1,2}|ResNet-(?:18|50)|VGG-19|float(?:32|64)|3×3|2/h"
-    r"|(?:θ|T)(?:\^B)?_[01](?![0-9])")  # the notation θ_0, θ^B_1, T_1 (no step numbers)
+    r"|(?:θ|T)(?:\^B)?_[01](?![0-9])"  # the notation θ_0, θ^B_1, T_1 (no step numbers)
+    # typeset math whose only digits are one-digit powers and indices: $h^3$, $\theta_0$
+    r"|\$(?:[^$\d]|[\^_]\{?\d\}?)*\$")
 
 
 def _stray_digits(text: str) -> list[str]:
@@ -38,4 +40,5 @@ def test_citations_links_and_the_stability_threshold_are_not_measurements():
     assert _stray_digits("{cite:t}`dherin2025training` and {doc}`fig07-fashionmnist`: "
                          "the threshold 2/h") == []
     assert _stray_digits("θ_0 and T_1, but θ^B_1000") == ["θ^B_1000"]
+    assert _stray_digits(r"$h^3$, $h^2\|C_n\|$ and $\theta_0$, but $0.93$") == ["$0.93$"]
     assert _stray_digits("{cite:t}`dherin2025training` measured 12 steps") == ["12"]

@@ -289,7 +289,7 @@ def page_numbers(experiment: OrdersExperiment, results: dict) -> dict:
     ``X_max`` pair, ``X_range``: the range in words, each end honest with respect to
     `range_reference` ("0.931 to 1.04"; "34.5%" for a single value).
     """
-    from .summary import page_claims  # the summary imports this module
+    from .claims import page_claims
 
     numbers: dict = {"steps": experiment.steps, "lr": experiment.lr,
                      "batch_size": experiment.batch_size, "seeds_n": len(experiment.seeds),

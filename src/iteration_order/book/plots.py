@@ -405,8 +405,6 @@ def plot_claims(claims, ratios_by_page: dict, shown: list[str], level: float = 0
     stability table."""
     import textwrap
 
-    from .summary import MIN_INTERVAL_SEEDS
-
     unknown = [c for c in shown if c not in set(claims.index.get_level_values("claim"))]
     if unknown:
         raise ValueError(f"claims not in the table: {unknown}; allowed: "
