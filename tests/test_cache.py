@@ -355,7 +355,7 @@ def _sharpness(folder, mode=None):
 
 
 def _lie(folder, mode=None):
-    from iteration_order.book.lie_study import LieStudy, run_study
+    from iteration_order.book.lie_bracket import LieStudy, run_study
     study = LieStudy(trajectory={"dataset": "synthetic-x2", "depth": 1, "width": 8, "lr": 0.01,
                                  "batch_size": 4, "steps": 3, "record": "at:1,3"},
                      lr_factors=[0.5, 1.0], sweep_at=[3], fit_points=2)
@@ -364,7 +364,7 @@ def _lie(folder, mode=None):
 
 
 def _stationary(folder, mode=None):
-    from iteration_order.book import stationary_study as st
+    from iteration_order.book import stationary as st
     study = st.StationaryStudy(
         chains=20, steps=8, early_step=2, grid_points=4, trace_chains=2, wrong_scale=1.2,
         alpha=0.05, seed=0, quadratic_h=0.1, quadratic_noise=1.0, quadratic_theta0=3.0,

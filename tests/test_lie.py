@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from iteration_order import initial_state, iterates, sgd_maps
 from iteration_order.hessian import BatchLoss, flatten, unflatten
 from iteration_order.lie import approximate_backward, corrections, lie_bracket
-from iteration_order.book.lie_study import fitted_slope
+from iteration_order.book.lie_bracket import fitted_slope
 
 
 def explicit(model, state, x, y, rows):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from iteration_order import Runtime, initial_state, sgd_maps
-from iteration_order.book.lie_study import (RULE_MISSING, LieStudy, _first_sign_change,
+from iteration_order.book.lie_bracket import (RULE_MISSING, LieStudy, _first_sign_change,
                                             _hidden_signs, _problem, crossover, fitted_slope,
                                             h3_line, helps_at, leaves_h3_line, page_numbers,
                                             rule_numbers, rule_table, run_key, run_study, shown,

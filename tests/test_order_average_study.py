@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from iteration_order import Runtime
-from iteration_order.book.order_average_study import (OrderAverageExperiment, correction_at_start,
+from iteration_order.book.order_average import (OrderAverageExperiment, correction_at_start,
                                                  corrections_at_start, lambda_label, page_numbers,
                                                  plot_curves, summary_markdown, summary_table)
 
@@ -97,7 +97,7 @@ def _fake_results(experiment, diverged=None, offsets=None):
 
 
 def test_regularised_runs_sort_the_loads_against_the_threshold():
-    from iteration_order.book.order_average_study import divergence_summary, regularised_runs
+    from iteration_order.book.order_average import divergence_summary, regularised_runs
 
     results = _fake_results(GRID, diverged={(2, lambda_label(2.0)): 10,
                                             (3, lambda_label(1.0)): 6,
@@ -127,7 +127,7 @@ def test_regularised_runs_sort_the_loads_against_the_threshold():
 
 
 def test_nothing_diverged_reads_none():
-    from iteration_order.book.order_average_study import divergence_summary
+    from iteration_order.book.order_average import divergence_summary
 
     summary = divergence_summary(GRID, _fake_results(GRID))
     assert summary["diverged_text"] == "none" and summary["above_diverged"] == 0
@@ -135,7 +135,7 @@ def test_nothing_diverged_reads_none():
 
 
 def test_the_fluctuation_is_the_residual_about_a_quadratic_in_the_window():
-    from iteration_order.book.order_average_study import loss_fluctuation
+    from iteration_order.book.order_average import loss_fluctuation
 
     run = _curve(GRID.variants(2)["large"], None, 0.0)
     # window: steps 30..40 (6 steps); alternating ±w about a line leaves residuals of about w
@@ -156,7 +156,7 @@ def test_the_fluctuation_is_the_residual_about_a_quadratic_in_the_window():
 
 
 def test_differences_are_judged_against_the_large_batch_fluctuation():
-    from iteration_order.book.order_average_study import differences_table, loss_fluctuation
+    from iteration_order.book.order_average import differences_table, loss_fluctuation
 
     results = _fake_results(GRID, diverged={(3, lambda_label(2.0)): 4},
                             offsets={(2, "small"): -0.1 * WIGGLE, (2, lambda_label(2.0)): 0.01})
@@ -171,7 +171,7 @@ def test_differences_are_judged_against_the_large_batch_fluctuation():
 
 
 def test_page_numbers_and_summary_follow_the_runs():
-    from iteration_order.book.order_average_study import page_numbers, summary_markdown
+    from iteration_order.book.order_average import page_numbers, summary_markdown
 
     results = _fake_results(
         GRID, diverged={(2, lambda_label(2.0)): 10, (3, lambda_label(1.0)): 6,
@@ -214,7 +214,7 @@ def test_page_numbers_and_summary_follow_the_runs():
 
 
 def test_the_caption_names_the_paper_figures_sampling_profile_and_divergences():
-    from iteration_order.book.order_average_study import curves_caption
+    from iteration_order.book.order_average import curves_caption
 
     results = _fake_results(GRID, diverged={(3, lambda_label(2.0)): 4})
     caption = curves_caption(GRID, results, "cpu")
@@ -225,7 +225,7 @@ def test_the_caption_names_the_paper_figures_sampling_profile_and_divergences():
 
 
 def test_the_paired_fluctuation_cancels_shared_noise():
-    from iteration_order.book.order_average_study import differences_table
+    from iteration_order.book.order_average import differences_table
 
     # a run that follows the large batch's wiggles with a constant offset has a steady
     # difference; one that wiggles against it has a difference that moves twice as much

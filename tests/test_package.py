@@ -76,4 +76,14 @@ def test_the_book_has_no_import_circle():
 
 
 def test_the_registry_imports_no_page_code():
-    assert _book_imports()["registry"] <= {"bibstyle"} - {"bibstyle"}
+    assert _book_imports()["registry"] == set()
+
+
+def test_every_template_has_one_study_module_named_after_it():
+    from pathlib import Path
+
+    import iteration_order.book as book
+    root = Path(book.__file__).resolve().parents[3]
+    templates = {p.stem for p in (root / "notebooks").glob("*.ipynb")}
+    modules = {p.stem for p in Path(book.__file__).parent.glob("*.py")}
+    assert templates <= modules, templates - modules

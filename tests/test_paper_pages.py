@@ -10,7 +10,7 @@ import torch
 from iteration_order import Runtime
 from iteration_order.cache import store_result
 from iteration_order.book import cli, registry, runner
-from iteration_order.book.pages import OrdersExperiment
+from iteration_order.book.orders import OrdersExperiment
 from iteration_order.book.provenance import MixedDevicesError, provenance
 from iteration_order.parallel import DEVICE_ENV, EXECUTOR_ENV, SHARDS_ENV
 

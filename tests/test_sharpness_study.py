@@ -8,7 +8,7 @@ import pytest
 
 from iteration_order import Runtime, TrajectoryConfig
 from iteration_order.sharpness import Probe
-from iteration_order.book.sharpness_study import (
+from iteration_order.book.sharpness import (
     SharpnessExperiment, coincidence_caption, coincidence_table, intervals, largest_rotations,
     rotation_table,
     sharpness_caption, sharpness_numbers, significant, tail_sharpness)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from iteration_order.book import stationary_study as st
+from iteration_order.book import stationary as st
 
 SMALL = dict(chains=20, steps=24, early_step=2, grid_points=6, trace_chains=2, wrong_scale=1.2,
              alpha=0.05, seed=0, quadratic_h=0.1, quadratic_noise=1.0, quadratic_theta0=3.0,

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from iteration_order.book.pages import stability_table
+from iteration_order.book.orders import stability_table
 from iteration_order.book.summary import (CLAIMS, MIN_INTERVAL_SEEDS, SummaryConfig,
                                           claim_evidence, claim_ratios, claims_by_claim,
                                           claims_caption, claims_table, decay_table,
@@ -349,7 +349,7 @@ def moves_run(order, moves_of_step, total=200, every=4, diverged=None):
 
 
 def test_moves_trend_measures_growth_within_one_regime_only():
-    from iteration_order.book.pages import moves_trend, regime_changes
+    from iteration_order.book.orders import moves_trend, regime_changes
     grow = moves_run("backward", lambda n: 0.01 * n)
     trend = moves_trend(grow)
     # medians over (150, 200] and (100, 150]: 1.76 / 1.26
@@ -369,7 +369,7 @@ def test_moves_trend_measures_growth_within_one_regime_only():
 
 
 def test_train_accuracy_gets_the_claims_statistics_and_regressions_have_none():
-    from iteration_order.book.pages import CLAIM_KEYS, train_acc_columns
+    from iteration_order.book.orders import CLAIM_KEYS, train_acc_columns
     runs = fake_runs(range(5))
     claim = "train accuracy fluctuates less (detrended spread)"
     assert CLAIM_KEYS[claim] == "train_acc_spread" and claim in CLAIMS
@@ -387,7 +387,7 @@ def test_train_accuracy_gets_the_claims_statistics_and_regressions_have_none():
 
 
 def test_display_table_shows_significant_figures_and_no_nan_for_not_diverged():
-    from iteration_order.book.pages import display_table
+    from iteration_order.book.orders import display_table
     table = fake_page(range(3), diverged={1: 12})
     table["train_loss median fwd"] = [0.00016, 0.00011, 12.50]
     shown = display_table(table)

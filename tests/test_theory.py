@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from iteration_order.book import theory  # noqa: E402
+from iteration_order.book import contraction as theory  # noqa: E402
 
 SETTINGS = dict(constant_steps=30, quadratic_h=0.1, quadratic_steps=100, quadratic_theta0=3.0,
                 noise_std=1.0, linear_dim=4, linear_h=0.2, linear_steps=100,

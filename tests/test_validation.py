@@ -24,11 +24,11 @@ from papermill.exceptions import PapermillExecutionError
 
 from iteration_order import Reset, Runtime, SwitchAt, TrajectoryConfig, as_order, iterates
 from iteration_order.book import cli as book_cli, registry, runner
-from iteration_order.book.lie_study import LieStudy
-from iteration_order.book.order_average_study import OrderAverageExperiment
-from iteration_order.book.pages import OrdersExperiment
-from iteration_order.book.sharpness_study import SharpnessExperiment
-from iteration_order.book.stationary_study import StationaryStudy
+from iteration_order.book.lie_bracket import LieStudy
+from iteration_order.book.order_average import OrderAverageExperiment
+from iteration_order.book.orders import OrdersExperiment
+from iteration_order.book.sharpness import SharpnessExperiment
+from iteration_order.book.stationary import StationaryStudy
 from iteration_order.book.summary import SummaryConfig
 from iteration_order.seeding import set_threads, stream_seed
 from iteration_order.sharpness import Probe
@@ -48,7 +48,7 @@ def orders_experiment(**changes):
     return OrdersExperiment(**{**SMALL, "model": "mlp", "seeds": [0, 1], **changes})
 
 
-def lie_study(**changes):
+def lie_bracket(**changes):
     return LieStudy(**{"trajectory": {**SMALL, "record": "at:5,10"}, "lr_factors": [0.1, 1.0],
                        "sweep_at": [5], "fit_points": 2, **changes})
 
@@ -352,25 +352,25 @@ BAD_INPUTS = [
                                                   "stepz": 3}),
         "not parameters of an orders page: ['stepz']", "page unknown parameter"),
     # -- the studies' configs ------------------------------------------------------------------
-    bad(lambda: lie_study(lr_factors="0.1"), "lr_factors must be a list such as [0.01, 0.1, 1.0]; "
+    bad(lambda: lie_bracket(lr_factors="0.1"), "lr_factors must be a list such as [0.01, 0.1, 1.0]; "
         "got the single string '0.1'", "lie lr_factors string"),
-    bad(lambda: lie_study(lr_factors=[True, 1.0]), "lr_factors[0] must be a finite number > 0; got "
+    bad(lambda: lie_bracket(lr_factors=[True, 1.0]), "lr_factors[0] must be a finite number > 0; got "
         "True", "lie lr_factors bool"),
-    bad(lambda: lie_study(lr_factors=[0.0, 1.0]), "lr_factors[0] must be a finite number > 0; got "
+    bad(lambda: lie_bracket(lr_factors=[0.0, 1.0]), "lr_factors[0] must be a finite number > 0; got "
         "0.0", "lie lr_factors 0"),
-    bad(lambda: lie_study(sweep_at=5), "sweep_at must be a list such as [10, 10]; got 5",
+    bad(lambda: lie_bracket(sweep_at=5), "sweep_at must be a list such as [10, 10]; got 5",
         "lie sweep_at int"),
-    bad(lambda: lie_study(sweep_at=[11]), "sweep_at[0] must be an integer in 1..10; got 11",
+    bad(lambda: lie_bracket(sweep_at=[11]), "sweep_at[0] must be an integer in 1..10; got 11",
         "lie sweep_at beyond steps"),
-    bad(lambda: lie_study(fit_points=True), "fit_points (at most the 2 distinct lr_factors) must be "
+    bad(lambda: lie_bracket(fit_points=True), "fit_points (at most the 2 distinct lr_factors) must be "
         "an integer in 2..2; got True", "lie fit_points True"),
-    bad(lambda: lie_study(activation="sigmoid"), "unknown activation 'sigmoid'; allowed: relu, tanh",
+    bad(lambda: lie_bracket(activation="sigmoid"), "unknown activation 'sigmoid'; allowed: relu, tanh",
         "lie activation"),
-    bad(lambda: lie_study(dtype="float16"), "unknown dtype 'float16'; allowed: float32, float64",
+    bad(lambda: lie_bracket(dtype="float16"), "unknown dtype 'float16'; allowed: float32, float64",
         "lie dtype"),
-    bad(lambda: lie_study(trajectory={**SMALL, "dept": 1}), "['dept'] are not TrajectoryConfig "
+    bad(lambda: lie_bracket(trajectory={**SMALL, "dept": 1}), "['dept'] are not TrajectoryConfig "
         "fields", "lie trajectory typo"),
-    bad(lambda: lie_study(trajectory=5), "trajectory must be a TrajectoryConfig or a dict of its "
+    bad(lambda: lie_bracket(trajectory=5), "trajectory must be a TrajectoryConfig or a dict of its "
         "fields; got 5", "lie trajectory int"),
     bad(lambda: order_average(splits=[1]), "splits[0] must be an integer >= 2; got 1",
         "appendix D split 1"),

@@ -140,7 +140,7 @@ def cache_mode(mode: str | None = None) -> str:
 
 def code_fingerprint(modules: Iterable[str]) -> str:
     """A hash of the code of ``modules`` (names inside this package, e.g. ``"maps"`` or
-    ``"book.lie_study"``): any change to their code changes it; comments, docstrings, blank lines
+    ``"book.lie_bracket"``): any change to their code changes it; comments, docstrings, blank lines
     and formatting do not, so editing those does not throw away hours of cached runs."""
     return _fingerprint(tuple(modules))
 

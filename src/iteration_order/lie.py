@@ -42,7 +42,7 @@ chunks so the result does not depend on the chunk size; torch.func documents thi
 its Hessian-vector product. Models with buffers (BatchNorm) are rejected by `BatchLoss`.
 
 The book page's study of these quantities (its config, cached runner, tables and figures) is in
-`iteration_order.book.lie_study`.
+`iteration_order.book.lie_bracket`.
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ The first line is Appendix D.1's expansion with the indices as Lemma C.1 assigns
 applied first (D.1 prints V_i′V_j for i<j); the symmetric sum of the second is unaffected.
 
 The experiment of Figures 14–19 (its config, table and figure) is the page's study, in
-`iteration_order.book.order_average_study`: the trajectory runner builds its maps from this module, and the study runs
+`iteration_order.book.order_average`: the trajectory runner builds its maps from this module, and the study runs
 them through the runner.
 """
 from __future__ import annotations

@@ -37,7 +37,7 @@ Libraries: Hessian-vector products and Lanczos come from `hessian` (``torch.func
 reverse, ``scipy.sparse.linalg.eigsh(which="LA")``), each Lanczos start vector from its own named
 stream (``sharpness/lanczos/<step>``), so probing never moves the training streams or the global
 generators. The book page's experiment over seeds, orders and problems, its tables and figures
-are in `iteration_order.book.sharpness_study`.
+are in `iteration_order.book.sharpness`.
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ to 10,000 samples and the asymptotic law above), ``scipy.stats.kstest`` against 
 applied to all chains at once.
 
 The page's experiment on these pieces (its config, cached runner, tables and figures) is
-`iteration_order.book.stationary_study`.
+`iteration_order.book.stationary`.
 """
 from __future__ import annotations
 

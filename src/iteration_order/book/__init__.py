@@ -6,6 +6,6 @@ The library (``iteration_order``) never imports this subpackage; the pages impor
 * `runner` — executes pages with papermill into ``book/`` (``python -m iteration_order.book``);
 * `pages` — the figure pages' experiment (forward against another order, seed by seed);
 * `summary` — the claims across figure pages; `plots` — the figures;
-* `theory`, `lie_study`, `order_average_study`, `sharpness_study`, `stationary_study` — the
+* `theory`, `lie_bracket`, `order_average`, `sharpness`, `stationary` — the
   experiments of the theory page, Appendices C and D, the sharpness and Theorem 2.6 pages.
 """

@@ -19,7 +19,7 @@ from ..cost import CostEstimate, estimate_costs, format_seconds
 from ..orders import Forward, as_order
 from ..trajectory import Runtime, TrajectoryConfig, resolve_device
 from ..validation import check_device, size_problems
-from .pages import OrdersExperiment
+from .orders import OrdersExperiment
 from .registry import ROOT, load_pages, resolved_parameters
 
 __all__ = ["COVERED_TEMPLATE", "PageCost", "page_costs", "render_costs", "ESTIMATES",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import registry
-from .pages import OrdersExperiment
+from .orders import OrdersExperiment
 
 __all__ = ["CONFIG_CHECKS", "check_registry"]
 

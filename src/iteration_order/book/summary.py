@@ -1,6 +1,6 @@
 """Across the figure pages: does each claim of the paper hold in our runs, and for how many seeds?
 
-Every figure page compares forward SGD with another order seed by seed (`pages.stability_table`).
+Every figure page compares forward SGD with another order seed by seed (`orders.stability_table`).
 Here each claim becomes a per-seed ratio other/forward (below 1: the claim holds for that seed),
 formed inside each seed, where both orders share the initial point and the batch schedule. Per
 page, compared order and claim (`claim_evidence`):
@@ -44,7 +44,7 @@ from .registry import PROFILES, page, resolved_parameters
 from .numbers import add_ranges, honest, interval_text, listed, p_text, plural, range_text, sig
 from .claims import (CLAIMS, MIN_INTERVAL_SEEDS, claim_evidence, claim_ratios,
                      claims_display, divergence_note, page_claims, smallest_sign_p, t_quantile)
-from .pages import (CLAIM_KEYS, OrdersExperiment, order_key, range_reference, span,
+from .orders import (CLAIM_KEYS, OrdersExperiment, order_key, range_reference, span,
                     stability_table)
 from ..cache import MissingResultError
 from ..parallel import run_many, stored_result
@@ -276,7 +276,7 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
       p they can give, and ``t_quantile_2``/``_3``/``_5`` (the t factor of a `level` interval
       from 2, 3, 5 seeds);
     * per page, compared order and claim (``<page>_<order>_<claim>_``, `page_key`, `order_key`,
-      `pages.CLAIM_KEYS`): ``n``, ``k`` (seeds where it holds), ``p`` (sign test), ``gm``
+      `orders.CLAIM_KEYS`): ``n``, ``k`` (seeds where it holds), ``p`` (sign test), ``gm``
       (geometric mean), ``low``/``high`` (t-interval; NaN where none), ``min``/``max`` of the
       per-seed ratios, and ``evidence`` ('k of n seeds, sign test p = ...' or 'cannot test');
     * per claim (``<claim>_``): ``rows`` (page-order pairs), ``testable`` (rows with a ratio on

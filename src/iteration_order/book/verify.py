@@ -281,12 +281,12 @@ def _trajectories(configs, runtime) -> list[Load]:
 
 
 def _orders(params: dict, profile: str, runtime) -> list[Load]:
-    from .pages import OrdersExperiment
+    from .orders import OrdersExperiment
     return _trajectories(OrdersExperiment.from_parameters(params).configs(), runtime)
 
 
 def _summary(params: dict, profile: str, runtime) -> list[Load]:
-    from .pages import OrdersExperiment
+    from .orders import OrdersExperiment
     from .registry import resolved_parameters
     if params.get("train_missing"):
         return []  # a smoke summary trains what it lacks; book pages only load
@@ -296,7 +296,7 @@ def _summary(params: dict, profile: str, runtime) -> list[Load]:
 
 
 def _order_average(params: dict, profile: str, runtime) -> list[Load]:
-    from .order_average_study import OrderAverageExperiment
+    from .order_average import OrderAverageExperiment
     experiment = OrderAverageExperiment(**_fields(OrderAverageExperiment, params))
     return _trajectories(list(dict.fromkeys(experiment.configs().values())), runtime)
 
@@ -304,7 +304,7 @@ def _order_average(params: dict, profile: str, runtime) -> list[Load]:
 def _sharpness(params: dict, profile: str, runtime) -> list[Load]:
     from ..sharpness import Probe, run_probes
     from ..trajectory import TrajectoryConfig
-    from .sharpness_study import SharpnessExperiment
+    from .sharpness import SharpnessExperiment
     loads = []
     for name in ("synthetic", "fashion"):  # the template's two problems
         experiment = SharpnessExperiment(
@@ -316,7 +316,7 @@ def _sharpness(params: dict, profile: str, runtime) -> list[Load]:
 
 
 def _lie_bracket(params: dict, profile: str, runtime) -> list[Load]:
-    from .lie_study import LieStudy, run_study
+    from .lie_bracket import LieStudy, run_study
     studies = [LieStudy(**params["check"], lr_factors=params["check_factors"],
                         fit_points=params["fit_points"], activation=a)
                for a in params["activations"]]
@@ -326,8 +326,8 @@ def _lie_bracket(params: dict, profile: str, runtime) -> list[Load]:
 
 
 def _stationary(params: dict, profile: str, runtime) -> list[Load]:
-    from .stationary_study import StationaryStudy, run_study
-    from .stationary_study import run_replicates
+    from .stationary import StationaryStudy, run_study
+    from .stationary import run_replicates
     study = StationaryStudy(**_fields(StationaryStudy, params))
     # the page also reads its replicates of the main comparison (the template's cell that calls
     # run_replicates with these parameters)

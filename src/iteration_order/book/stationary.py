@@ -47,7 +47,7 @@ __all__ = ["StationaryStudy", "run_study", "PROBLEMS", "tests_table", "chains_ta
 PROBLEMS = ("quadratic", "regression", "network")
 # What determines the study's numbers: the maps, orders and seeding of the trajectory code,
 # Theorem 2.6's chains and laws, and this module.
-MODULES = (*TRAJECTORY_MODULES, "stationary", "book.stationary_study")
+MODULES = (*TRAJECTORY_MODULES, "stationary", "book.stationary")
 MIN_CHAINS = 20      # below this a KS test has almost no power and the histograms say nothing
 HISTOGRAM_BINS = 40  # shared by both samples of a coordinate
 

@@ -32,7 +32,7 @@ from ..parallel import run_many
 from ..stability import TREND_DEGREE
 from ..trajectory import Runtime, TrajectoryConfig, prepare
 from ..validation import check_bool, check_int, check_list, check_number
-from .pages import span
+from .orders import span
 from .plots import describe_steps
 
 __all__ = ["OrderAverageExperiment", "correction_at_start", "corrections_at_start",

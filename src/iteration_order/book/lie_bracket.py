@@ -53,7 +53,7 @@ __all__ = ["LieStudy", "run_study", "fitted_slope", "crossover", "useful_limit",
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # What determines the study's numbers: the trajectory's code, Appendix C's method, the ratio of
 # `stability` and this module.
-MODULES = (*TRAJECTORY_MODULES, "hessian", "lie", "stability", "book.lie_study")
+MODULES = (*TRAJECTORY_MODULES, "hessian", "lie", "stability", "book.lie_bracket")
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 # "The corrected error leaves its h³ line" at the first h where it is off the line c·h³ by more
 # than this factor either way. On the book's small ReLU network a departure is a jump by more than

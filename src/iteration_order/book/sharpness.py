@@ -37,7 +37,7 @@ from scipy.stats import spearmanr
 
 from .numbers import add_ranges, honest, listed, sig
 from ..orders import as_order
-from .pages import order_key, span
+from .orders import order_key, span
 from .plots import ORDER_COLOURS, _colour_name, describe_steps
 from ..sharpness import Probe, SharpnessRun, run_probes
 from ..trajectory import Runtime, TrajectoryConfig
