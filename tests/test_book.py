@@ -1,4 +1,5 @@
 """The book's page registry and runner (no page is executed here: nbval covers the templates)."""
+import re
 import nbformat
 import pytest
 
@@ -258,3 +259,27 @@ def test_how_a_page_runs_is_never_a_departure():
         for profile in ("smoke", "cpu"):
             assert not [l for l in registry.departures(name, profile)
                         if l.startswith(("`engine`", "`data_root`", "`download`"))], name
+
+
+def _prose_fields(entry: dict):
+    """Every text of a page entry that becomes prose: title, claim, notes, conclusions."""
+    yield entry.get("title", "")
+    yield entry.get("claim", "")
+    for group in ("notes", "conclusion"):
+        for value in (entry.get(group) or {}).values():
+            yield from (value if isinstance(value, list) else [value])
+
+
+# Sub- and superscripts written as plain text (θ_0, λ_max, (1-h)^(n-1), Σ_{i≠j}, ‖x‖, T_1∘T_2)
+_PLAIN_MATH = re.compile(r"\w\^|\^\(|_\{|(?<![\w`])[A-Za-zθλ∇]_[0-9A-Za-z]|‖|∘|Σ")
+
+
+def test_math_in_every_prose_field_is_typeset():
+    found = {}
+    for name, entry in load_pages().items():
+        for text in _prose_fields(entry):
+            plain = re.sub(r"\$[^$]*\$|\{[a-z:]+\}`[^`]*`|`[^`]*`", " ", str(text))
+            hits = _PLAIN_MATH.findall(plain)
+            if hits:
+                found.setdefault(name, []).extend(hits)
+    assert found == {}

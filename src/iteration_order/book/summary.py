@@ -333,6 +333,9 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
             f"{short}_untestable": len(untestable),
             f"{short}_untestable_pages": _names(untestable.index),
             f"{short}_all_seeds": len(every), f"{short}_all_seeds_pages": _names(every.index),
+            f"{short}_interval_across_one": int(((with_interval["low"] <= 1)
+                                                 & (with_interval["high"] >= 1)).sum()),
+            f"{short}_some_seeds_pages": _names(testable[testable["holds"] < testable["n"]].index),
             f"{short}_no_seed": int((testable["holds"] == 0).sum()),
             f"{short}_gm_min": gm_low, f"{short}_gm_max": gm_high,
             f"{short}_intervals": len(with_interval),
