@@ -154,3 +154,48 @@ def test_every_template_shows_its_conclusion_and_takes_the_page_name():
         source = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
         assert "show_conclusion(page, profile)" in source, template.name
         assert "from myst_nb import glue" not in source, template.name  # display.glue shows figures
+
+
+def _figure(values):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2], values, label="backward")
+    ax.bar([0, 1], [1.0, 2.0])
+    ax.set_title("a title")
+    plt.close(fig)
+    return fig
+
+
+def test_the_data_digest_follows_what_a_figure_plots():
+    from iteration_order.book.display import figure_data_digest
+    assert figure_data_digest(_figure([1.0, 2.0, 3.0])) == figure_data_digest(_figure([1.0, 2.0, 3.0]))
+    assert figure_data_digest(_figure([1.0, 2.0, 3.0])) != figure_data_digest(_figure([1.0, 2.5, 3.0]))
+
+
+def test_verify_catches_a_replaced_figure_image():
+    import base64
+    from pathlib import Path as P
+
+    from iteration_order.book.display import png_digest
+    from iteration_order.book.verify import ExecutedPage, figure_problems
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\nfirst image").decode()
+
+    def page(stored_png, with_digest=True):
+        outputs = [nbformat.v4.new_output("display_data", data={
+            "application/papermill.record/image/png": stored_png},
+            metadata={"scrapbook": {"name": "curves", "mime_prefix": "application/papermill.record/"}})]
+        if with_digest:
+            outputs.append(nbformat.v4.new_output("display_data", data={
+                "application/papermill.record/text/plain": repr(png_digest(png))},
+                metadata={"scrapbook": {"name": "curves__png",
+                                        "mime_prefix": "application/papermill.record/"}}))
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell("draw()", outputs=outputs)]
+        return ExecutedPage("fig04-x2", P("fig04-x2.ipynb"), "cpu", {}, nb)
+
+    assert figure_problems(page(png)) == []
+    other = base64.b64encode(b"\x89PNG\r\n\x1a\nanother image").decode()
+    assert "is not the one its execution drew" in figure_problems(page(other))[0]
+    assert "has no digest" in figure_problems(page(png, with_digest=False))[0]

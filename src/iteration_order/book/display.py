@@ -21,7 +21,8 @@ from myst_nb import glue as _myst_glue
 
 from .registry import PROFILES, page as registry_page
 
-__all__ = ["glue", "glued", "show_table", "render_roles", "conclusion_markdown",
+__all__ = ["glue", "glued", "show_table", "figure_data_digest", "png_digest", "DATA_DIGEST",
+           "PNG_DIGEST", "render_roles", "conclusion_markdown",
            "show_conclusion", "FIGURE_MIME"]
 
 FIGURE_MIME = "image/png"
@@ -43,9 +44,67 @@ def glue(key: str, value: Any, display: bool = False) -> None:
     if isinstance(value, matplotlib.figure.Figure):
         value.set_dpi(max(MIN_FIGURE_DPI, MIN_FIGURE_PIXELS / value.get_figwidth()))
     _myst_glue(key, value, display=display)
+    if isinstance(value, matplotlib.figure.Figure):
+        _glue_digests(key, value)
     if isinstance(value, matplotlib.figure.Figure) or (key.endswith("_caption")
                                                         and isinstance(value, Markdown)):
         _show(value)
+
+
+# Beside every glued figure, two digests (never shown): ``<key>__data``, of what the figure
+# plots (its lines, markers, bars, patches and texts), which the book check compares on a re-run
+# like any glued number; and ``<key>__png``, of the PNG bytes glued, which `verify` checks against
+# the PNG stored in the page (a replaced image is caught) and the book check masks (a raster
+# depends on the fonts of the machine that draws it).
+DATA_DIGEST, PNG_DIGEST = "__data", "__png"
+
+
+def figure_data_digest(fig: matplotlib.figure.Figure) -> str:
+    """sha256 of everything a figure plots: every line's and collection's coordinates, every
+    patch's outline and every non-empty text, in drawing order."""
+    import hashlib
+
+    import numpy as np
+    from matplotlib.collections import Collection
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.text import Text
+
+    digest = hashlib.sha256()
+    for artist in fig.findobj():
+        if isinstance(artist, Line2D):
+            parts = [np.asarray(artist.get_xydata(), dtype=float)]
+        elif isinstance(artist, Collection):
+            parts = [np.asarray(artist.get_offsets(), dtype=float)]
+            parts += [np.asarray(p.vertices, dtype=float) for p in artist.get_paths()]
+        elif isinstance(artist, Patch):
+            parts = [np.asarray(artist.get_path().vertices @ artist.get_patch_transform()
+                                .get_matrix()[:2, :2].T, dtype=float)]
+        elif isinstance(artist, Text) and artist.get_text():
+            parts = [artist.get_text()]
+        else:
+            continue
+        digest.update(type(artist).__name__.encode())
+        for part in parts:
+            digest.update(part.encode() if isinstance(part, str) else part.tobytes())
+    return "data sha256:" + digest.hexdigest()
+
+
+def png_digest(png_base64: str) -> str:
+    """The digest `verify` compares: sha256 of the PNG bytes of a notebook output."""
+    import base64
+    import hashlib
+    return "png sha256:" + hashlib.sha256(base64.b64decode(png_base64)).hexdigest()
+
+
+def _glue_digests(key: str, fig: matplotlib.figure.Figure) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    _myst_glue(key + DATA_DIGEST, figure_data_digest(fig), display=False)
+    if InteractiveShell.initialized():
+        data, _ = InteractiveShell.instance().display_formatter.format(fig)
+        if FIGURE_MIME in data:
+            _myst_glue(key + PNG_DIGEST, png_digest(data[FIGURE_MIME]), display=False)
 
 
 def glued() -> dict[str, Any]:

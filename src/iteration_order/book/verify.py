@@ -255,6 +255,36 @@ def drift_problems(page: ExecutedPage) -> list[str]:
     return problems
 
 
+def figure_problems(page: ExecutedPage) -> list[str]:
+    """Why a page's stored figures are not the ones its execution drew (empty if they are): each
+    glued PNG must match the ``<key>__png`` digest glued beside it when it was drawn
+    (`display.glue`), so that an image replaced in the notebook is caught without redrawing it.
+    What the figure plots is compared on the re-run through ``<key>__data``."""
+    from .display import PNG_DIGEST, png_digest
+
+    glue = "application/papermill.record/"
+    figures, digests = {}, {}
+    for cell in page.notebook.cells:
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            data = output.get("data", {})
+            if name and glue + "image/png" in data:
+                figures[name] = data[glue + "image/png"]
+            elif name and name.endswith(PNG_DIGEST):
+                digests[name[:-len(PNG_DIGEST)]] = str(data.get(glue + "text/plain", "")).strip("'")
+    where = f"{page.path.name} (profile {page.profile})"
+    problems = []
+    for name, png in figures.items():
+        if name not in digests:
+            problems.append(f"{where}: figure {name!r} has no digest glued beside it; re-execute "
+                            f"it: {page.command}")
+        elif png_digest(png if isinstance(png, str) else "".join(png)) != digests[name]:
+            problems.append(f"{where}: the stored image of figure {name!r} is not the one its "
+                            f"execution drew (its PNG digest differs); re-execute it: "
+                            f"{page.command}")
+    return problems
+
+
 def _first_difference(mine: list, theirs: list) -> str:
     for k, (a, b) in enumerate(zip(mine, theirs)):
         if a != b:
@@ -447,7 +477,7 @@ def verify_book(book: Path | None = None, only: list[str] | None = None,
     for page in pages:
         drift = drift_problems(page)
         # the prose of a page that follows the registry otherwise (else the drift says enough)
-        problems += drift or prose_problems(page)
+        problems += drift or prose_problems(page) + figure_problems(page)
         if page.profile not in load_pages().get(page.name, {}).get("profiles", {}):
             continue  # not a page of the registry at this profile: nothing to look up
         if loaded_results(page, results_dir) is None:
