@@ -43,11 +43,10 @@ def glue(key: str, value: Any, display: bool = False) -> None:
     _glued[key] = value
     if isinstance(value, matplotlib.figure.Figure):
         value.set_dpi(max(MIN_FIGURE_DPI, MIN_FIGURE_PIXELS / value.get_figwidth()))
+        _glue_figure(key, value)
+        return
     _myst_glue(key, value, display=display)
-    if isinstance(value, matplotlib.figure.Figure):
-        _glue_digests(key, value)
-    if isinstance(value, matplotlib.figure.Figure) or (key.endswith("_caption")
-                                                        and isinstance(value, Markdown)):
+    if key.endswith("_caption") and isinstance(value, Markdown):
         _show(value)
 
 
@@ -60,33 +59,34 @@ DATA_DIGEST, PNG_DIGEST = "__data", "__png"
 
 
 def figure_data_digest(fig: matplotlib.figure.Figure) -> str:
-    """sha256 of everything a figure plots: every line's and collection's coordinates, every
-    patch's outline and every non-empty text, in drawing order."""
+    """sha256 of what a figure plots, independent of the fonts and layout of the machine that
+    draws it: per axes, the coordinates of its lines, collections and patches (bars, fills) and
+    its titles, labels and texts as strings; legends and frames, which are laid out around text,
+    are left out."""
     import hashlib
 
     import numpy as np
-    from matplotlib.collections import Collection
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-    from matplotlib.text import Text
 
     digest = hashlib.sha256()
-    for artist in fig.findobj():
-        if isinstance(artist, Line2D):
-            parts = [np.asarray(artist.get_xydata(), dtype=float)]
-        elif isinstance(artist, Collection):
-            parts = [np.asarray(artist.get_offsets(), dtype=float)]
-            parts += [np.asarray(p.vertices, dtype=float) for p in artist.get_paths()]
-        elif isinstance(artist, Patch):
-            parts = [np.asarray(artist.get_path().vertices @ artist.get_patch_transform()
-                                .get_matrix()[:2, :2].T, dtype=float)]
-        elif isinstance(artist, Text) and artist.get_text():
-            parts = [artist.get_text()]
-        else:
-            continue
-        digest.update(type(artist).__name__.encode())
-        for part in parts:
-            digest.update(part.encode() if isinstance(part, str) else part.tobytes())
+
+    def add(kind: str, value) -> None:
+        digest.update(kind.encode())
+        digest.update(value.encode() if isinstance(value, str)
+                      else np.ascontiguousarray(value, dtype=float).tobytes())
+
+    for ax in fig.axes:
+        for line in ax.lines:
+            add("line", line.get_xydata())
+        for collection in ax.collections:
+            add("offsets", collection.get_offsets())
+            for path in collection.get_paths():
+                add("path", path.vertices)
+        for patch in ax.patches:
+            add("patch", patch.get_patch_transform().transform(patch.get_path().vertices))
+        for text in [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]:
+            add("text", text.get_text())
+    if fig._suptitle is not None:
+        add("suptitle", fig._suptitle.get_text())
     return "data sha256:" + digest.hexdigest()
 
 
@@ -97,14 +97,20 @@ def png_digest(png_base64: str) -> str:
     return "png sha256:" + hashlib.sha256(base64.b64decode(png_base64)).hexdigest()
 
 
-def _glue_digests(key: str, fig: matplotlib.figure.Figure) -> None:
-    from IPython.core.interactiveshell import InteractiveShell
+def _glue_figure(key: str, fig: matplotlib.figure.Figure) -> None:
+    """Glue a figure as `myst_nb.glue` does (hidden), its digests beside it, and display the same
+    image for the notebook: drawn once, because a second drawing of a figure can differ from the
+    first by a few bytes, and the digest must be of the image stored."""
+    from IPython.core.formatters import format_display_data
+    from myst_nb.ext.glue import GLUE_PREFIX
 
+    bundle, metadata = format_display_data(fig)
+    _show({GLUE_PREFIX + mime: value for mime, value in bundle.items()}, raw=True,
+          metadata={**metadata, "scrapbook": {"name": key, "mime_prefix": GLUE_PREFIX}})
     _myst_glue(key + DATA_DIGEST, figure_data_digest(fig), display=False)
-    if InteractiveShell.initialized():
-        data, _ = InteractiveShell.instance().display_formatter.format(fig)
-        if FIGURE_MIME in data:
-            _myst_glue(key + PNG_DIGEST, png_digest(data[FIGURE_MIME]), display=False)
+    if FIGURE_MIME in bundle:
+        _myst_glue(key + PNG_DIGEST, png_digest(bundle[FIGURE_MIME]), display=False)
+    _show(bundle, raw=True, metadata=metadata)  # the notebook's own view of the same image
 
 
 def glued() -> dict[str, Any]:
