@@ -235,6 +235,9 @@ def test_ray_tasks_ask_for_a_gpu_share_on_cuda_and_connect_to_ray_address(tmp_pa
     monkeypatch.setitem(sys.modules, "ray", fake)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    # no cluster answers there: the address probe (tested in test_runs_integrity) is the fake's
+    import iteration_order.parallel as parallel_module
+    monkeypatch.setattr(parallel_module, "_check_ray_address", lambda address, timeout=None: None)
     monkeypatch.setenv(RAY_GPUS_ENV, "0.5")
     auto = Runtime(threads=1, results_dir=tmp_path, progress=False)
     with pytest.raises(RunsFailed) as failed:

@@ -159,7 +159,10 @@ def conclusion_markdown(page: str, profile: str, values: dict[str, Any]) -> str:
     """The page's written conclusion at ``profile`` with its numbers filled in."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
-    written = registry_page(page).get("conclusion", {}).get(profile)
+    try:
+        written = registry_page(page).get("conclusion", {}).get(profile)
+    except ValueError as err:  # a page of another registry (a test's, a user's): say so, go on
+        return f"## What our run shows\n\nNo conclusion is shown: {err}."
     if written:
         return "## What our run shows\n\n" + render_roles(written.strip(), values)
     # No prose for this profile (smoke, quick): the page's measured claims, as glued
