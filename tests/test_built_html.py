@@ -212,3 +212,16 @@ def test_captions_carry_no_figure_number_of_the_book():
 def test_bibliography_labels_match_the_citations():
     text = (HTML / "book" / "references.html").read_text(encoding="utf-8")
     assert "Dherin et al., 2025" in text and "DAK+25" not in text
+
+
+def _article_text(page: Path) -> str:
+    return re.sub(r"<[^>]+>", " ", page.read_text(encoding="utf-8"))
+
+
+def test_no_table_is_cut_and_no_number_reads_wrong():
+    """pandas cuts long tables ('... 85 rows × 6 columns'); a negative zero, a plural after 1 and
+    NaN for a run that did not diverge are what the book's number formatting never prints."""
+    bad = re.compile(r"\d+ rows × \d+ columns|-0\.0+(?![0-9])|\b1 (?:seeds|recorded steps|steps)\b")
+    found = {page.name: bad.findall(_article_text(page)) for page in _pages()
+             if page.parent.name in ("book", "paper")}
+    assert {name: hits for name, hits in found.items() if hits} == {}
