@@ -79,7 +79,7 @@ def test_an_added_line_in_the_parameters_cell_fails_verify(tmp_path):
     path = _copy(tmp_path / "book", _os_system(tmp_path / "ran"))
     found = drift_problems(_page(path))
     assert len(found) == 1, found
-    assert "injected-parameters cell is not what experiments.yml renders for it (line 17: " \
+    assert "injected-parameters cell is not what experiments.yml renders for it (line 18: " \
            "'import os; os.system(" in found[0]
 
 
@@ -126,7 +126,7 @@ def _edit_tagged(tag, old_new=None):
             cell.source = " ".join(words)
         else:
             assert old_new[0] in cell.source
-            cell.source = cell.source.replace(*old_new)
+            cell.source = cell.source.replace(*old_new, 1)  # the first: the where sentence
     return change
 
 
