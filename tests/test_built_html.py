@@ -197,9 +197,10 @@ def test_wide_tables_and_equations_scroll_inside_the_column():
         assert selector in css
     assert css.count("overflow-x: auto") >= 2
     for page in _pages():
-        if page.name in ("search.html", "genindex.html"):
+        text = page.read_text(encoding="utf-8")
+        if 'http-equiv="Refresh"' in text:  # the site's root only redirects to the book's index
             continue
-        assert "iteration-order.css" in page.read_text(encoding="utf-8"), page.name
+        assert "iteration-order.css" in text, page.name
 
 
 def test_captions_carry_no_figure_number_of_the_book():

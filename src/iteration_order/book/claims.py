@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from ..validation import check_number
-from .numbers import honest, p_text, range_text
+from .numbers import honest, p_text, plural, range_text
 
 __all__ = ["Claim", "CLAIMS", "MIN_INTERVAL_SEEDS", "claim_ratios", "smallest_sign_p",
            "t_quantile", "claim_evidence", "divergence_note", "page_claims", "claims_display"]
@@ -120,8 +120,8 @@ def divergence_note(table: pd.DataFrame, order: str, reference: str = "forward")
              for name, column in ((reference, "diverged fwd"), (order, "diverged other"))
              if hit[column].notna().any()]
     left = len(rows) - len(hit)
-    return (f"{len(hit)} of {len(rows)} seeds diverged ({'; '.join(parts)}); ratios from "
-            f"{left} seed{'s' if left != 1 else ''}")
+    return (f"{len(hit)} of {plural(len(rows), 'seed')} diverged ({'; '.join(parts)}); ratios "
+            f"from {plural(left, 'seed')}")
 
 
 def _undefined_note(table: pd.DataFrame, per_seed: pd.Series, claim: Claim) -> str:
@@ -137,7 +137,7 @@ def _undefined_note(table: pd.DataFrame, per_seed: pd.Series, claim: Claim) -> s
             reasons[row["undefined because"]] += 1
         else:
             reasons["forward's statistic is zero or undefined"] += 1
-    return "; ".join(f"{count} of {len(per_seed)} seeds: {reason}"
+    return "; ".join(f"{count} of {plural(len(per_seed), 'seed')}: {reason}"
                      for reason, count in reasons.items())
 
 

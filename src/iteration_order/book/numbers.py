@@ -168,3 +168,12 @@ def add_ranges(numbers: dict, reference: Callable[[str], float | None] = lambda 
         numbers[f"{prefix}_range"] = range_text(low, high, reference(prefix), digits,
                                                 unit(prefix))
     return numbers
+
+
+def rounded(frame, digits: int = 4):
+    """A table's numeric columns rounded to ``digits`` decimals, with no negative zero: a value
+    that rounds to zero prints "0.0000", never "-0.0000" (adding 0.0 turns -0.0 into +0.0)."""
+    numeric = frame.select_dtypes("number").columns
+    out = frame.copy()
+    out[numeric] = out[numeric].round(digits) + 0.0
+    return out

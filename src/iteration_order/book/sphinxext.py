@@ -1,9 +1,15 @@
-"""The bibliography's labels in the form the text cites them: "[Dherin et al., 2025]".
+"""The book's own Sphinx settings (listed in _config.yml's extensions), where a setting alone
+would not do:
 
-The text cites author-year (``bibtex_reference_style: author_year``), but pybtex's styles label the
-list by alpha codes ("[DAK+25]"), so a reader would see two names for one work. This Sphinx
-extension registers a pybtex formatting style, ``author_year_labels`` (``bibtex_default_style``
-in _config.yml), that is pybtex's ``plain`` with author-year labels.
+* the bibliography's labels in the form the text cites them, "[Dherin et al., 2025]": the text
+  cites author-year (``bibtex_reference_style: author_year``), but pybtex's styles label the list
+  by alpha codes ("[DAK+25]"), so a reader would see two names for one work. This registers a
+  pybtex formatting style, ``author_year_labels`` (``bibtex_default_style``), that is pybtex's
+  ``plain`` with author-year labels;
+* no figure numbers of the book's own: "Fig. 7" beside "the paper's Figure 4" would be two
+  numbering schemes that disagree. _config.yml sets ``numfig: false``, but
+  sphinx-jupyterbook-latex (loaded by jupyter-book) sets ``numfig = True`` for every builder when
+  the configuration is read; this sets it back afterwards.
 """
 from __future__ import annotations
 
@@ -43,6 +49,12 @@ class AuthorYearStyle(Plain):
     default_label_style = AuthorYearLabels
 
 
+def _no_figure_numbers(app, config) -> None:
+    config["numfig"] = False
+
+
 def setup(app):
     register_plugin("pybtex.style.formatting", "author_year_labels", AuthorYearStyle)
+    # after sphinx-jupyterbook-latex's own config-inited handler (default priority 500)
+    app.connect("config-inited", _no_figure_numbers, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
