@@ -307,3 +307,12 @@ def increments_figure(results: dict[str, dict]):
     axes[0][0].legend(frameon=False, fontsize=_FONT)
     fig.tight_layout()
     return fig
+
+
+def page_setup(values: dict) -> None:
+    """The theory page computes every example in its notebook: nothing to set up or load."""
+    return None
+
+
+def page_loads(setup: None, runtime) -> list:
+    return []

@@ -850,3 +850,19 @@ def page_numbers(checks: Mapping[str, dict], runs: list[dict], factor: float = L
                                      for r in (*checks.values(), *runs)) / 60
     numbers["studies_n"] = len(checks) + len(runs)
     return numbers
+
+
+def page_setup(values: dict) -> tuple[dict, list]:
+    """The Appendix C page's studies from the template's parameter values: the check on the
+    one-hidden-layer network, one per activation, and the studies of the page's runs."""
+    checks = {a: LieStudy(**values["check"], lr_factors=values["check_factors"],
+                          fit_points=values["fit_points"], activation=a)
+              for a in values["activations"]}
+    studies = [LieStudy(**run, lr_factors=values["run_factors"], fit_points=values["fit_points"])
+               for run in values["runs"]]
+    return checks, studies
+
+
+def page_loads(setup: tuple[dict, list], runtime: Runtime) -> list:
+    checks, studies = setup
+    return [(repr(s), lambda s=s: run_study(s, runtime)) for s in [*checks.values(), *studies]]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -32,7 +33,7 @@ from ..parallel import run_many
 from ..stability import TREND_DEGREE
 from ..trajectory import Runtime, TrajectoryConfig, prepare
 from ..validation import check_bool, check_int, check_list, check_number
-from .orders import span
+from .orders import span, trajectory_loads
 from .plots import describe_steps
 
 __all__ = ["OrderAverageExperiment", "correction_at_start", "corrections_at_start",
@@ -657,3 +658,13 @@ def curves_caption(experiment: OrderAverageExperiment, results: dict, profile: s
         parts.append("Diverged, stopping at the first recorded step with a non-finite loss and "
                      "leaving through the top of the panels: " + "; ".join(gone) + ".")
     return " ".join(parts)
+
+
+def page_setup(values: dict) -> OrderAverageExperiment:
+    """The experiment of the Appendix D page, from the template's parameter values."""
+    names = {f.name for f in dataclasses.fields(OrderAverageExperiment)}
+    return OrderAverageExperiment(**{k: v for k, v in values.items() if k in names})
+
+
+def page_loads(experiment: OrderAverageExperiment, runtime: Runtime) -> list:
+    return trajectory_loads(experiment.configs().values(), runtime)

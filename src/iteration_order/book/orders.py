@@ -6,6 +6,8 @@ interruption.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -376,3 +378,29 @@ def _no_repeats(name: str, values: tuple) -> None:
     if repeated:
         raise ValueError(f"{name} must not repeat a value; got {list(values)} ({repeated[0]!r} "
                          f"more than once)")
+
+
+# ------------------------------------------------------------------------------------------------
+# The page protocol (`studies`): each template's study module has `page_setup(values)`, what the
+# template builds from its parameters, and `page_loads(setup, runtime)`, the results it reads,
+# each as a read under cache mode 'only'. The template and the book check both call them, so the
+# check can never go out of date with the template.
+# ------------------------------------------------------------------------------------------------
+
+Load = tuple[str, Callable[[], object]]  # (what is loaded, a read that raises if it is missing)
+
+
+def trajectory_loads(configs, runtime: Runtime) -> list[Load]:
+    """The stored trajectories of ``configs``, as reads (`trajectory.stored_trajectory`)."""
+    from ..trajectory import describe_config, stored_trajectory
+    return [(describe_config(c), lambda c=c: stored_trajectory(c, runtime))
+            for c in dict.fromkeys(configs)]
+
+
+def page_setup(values: dict) -> OrdersExperiment:
+    """The experiment of a page of the ``orders`` template, from its parameter values."""
+    return OrdersExperiment.from_parameters(values)
+
+
+def page_loads(experiment: OrdersExperiment, runtime: Runtime) -> list[Load]:
+    return trajectory_loads(experiment.configs(), runtime)

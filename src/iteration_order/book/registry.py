@@ -42,7 +42,7 @@ from ..validation import (check_data_path, check_identifier, check_like, check_n
 __all__ = ["PARTS", "PROFILES", "REQUIRED_PROFILES", "ROOT", "load_pages", "page", "parameters", "departures",
            "default_profile", "template_path", "template_defaults", "use_default_data_root",
            "resolved_parameters", "check_registry", "RegistryError", "parameter_problems",
-           "template_problems", "checked_parameters", "check_parameters"]
+           "template_problems", "checked_parameters", "check_parameters", "page_values"]
 
 PROFILES = ("smoke", "quick", "cpu", "paper")
 # Every page has these; ``quick`` (a figure page's claim tested in about a minute on a laptop CPU,
@@ -332,6 +332,13 @@ def checked_parameters(name: str, profile: str, path: Path | None = None) -> dic
     if problems:
         raise RegistryError(f"page {name!r} at profile {profile!r}: " + "; ".join(problems))
     return parameters(name, profile, path)
+
+
+def page_values(namespace: dict, template: str) -> dict:
+    """The values of a template's parameters in ``namespace`` (a page kernel's ``globals()``):
+    what its study's `page_setup` is built from, in the template's cell and in the book check."""
+    declared = template_defaults(ROOT / "notebooks" / f"{template}.ipynb")
+    return {name: namespace[name] for name in declared}
 
 
 def check_parameters(namespace: dict, template: str) -> None:

@@ -566,3 +566,20 @@ def coincidence_caption(experiment: SharpnessExperiment, results: dict, profile:
             f"{_probe_text(experiment, results)}. Horizontally the rotation over the interval, of the leading eigenvector (top row) "
             f"and of the top-{experiment.probe.eigenpairs} subspace (bottom row), on an axis "
             f"linear below 0.001 and logarithmic above; vertically, {vertical}.{hollow}")
+
+
+PROBLEMS = ("synthetic", "fashion")  # the template's two problems, each a group of parameters
+
+
+def page_setup(values: dict) -> dict[str, SharpnessExperiment]:
+    """The sharpness page's experiments, one per problem, from the template's parameter values."""
+    return {name: SharpnessExperiment(
+        TrajectoryConfig.from_fields(values[name], name), seeds=values[f"{name}_seeds"],
+        probe=Probe(**values[f"{name}_probe"], eigenpairs=values["eigenpairs"],
+                    tol=values["lanczos_tol"]))
+        for name in PROBLEMS}
+
+
+def page_loads(problems: dict, runtime: Runtime) -> list:
+    return [(repr(run), lambda run=run: run_probes(run, runtime))
+            for experiment in problems.values() for run in experiment.runs()]

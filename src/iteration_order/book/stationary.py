@@ -17,6 +17,7 @@ the level (`replicate_table`). `page_numbers` gives every number the page's conc
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -742,3 +743,26 @@ def page_numbers(study: StationaryStudy, results: dict, replicates: dict) -> dic
         for source in ("forward", "backward") for stat in ("mean", "sd")))
     numbers["network_k_start"] = results["network"]["k_start"]
     return numbers
+
+
+class StationaryPage(NamedTuple):
+    study: StationaryStudy
+    replicates: int
+    replicate_chains: int
+
+
+def page_setup(values: dict) -> StationaryPage:
+    """The Theorem 2.6 page's study and its replicates, from the template's parameter values."""
+    names = {f.name for f in dataclasses.fields(StationaryStudy)}
+    return StationaryPage(StationaryStudy(**{k: v for k, v in values.items() if k in names}),
+                          values["replicates"], values["replicate_chains"])
+
+
+def page_loads(page: StationaryPage, runtime) -> list:
+    from ..parallel import run_device
+    device = run_device(runtime)
+    return [(repr(page.study), lambda: run_study(page.study, device, runtime.results_dir,
+                                                 runtime.cache)),
+            (f"replicates of {page.study!r}", lambda: run_replicates(
+                page.study, page.replicates, page.replicate_chains, device,
+                runtime.results_dir, runtime.cache))]

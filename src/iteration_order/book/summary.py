@@ -44,7 +44,7 @@ from .registry import PROFILES, page, resolved_parameters
 from .numbers import add_ranges, honest, interval_text, listed, p_text, plural, range_text, sig
 from .claims import (CLAIMS, MIN_INTERVAL_SEEDS, claim_evidence, claim_ratios,
                      claims_display, divergence_note, page_claims, smallest_sign_p, t_quantile)
-from .orders import (CLAIM_KEYS, OrdersExperiment, order_key, range_reference, span,
+from .orders import (CLAIM_KEYS, OrdersExperiment, trajectory_loads, order_key, range_reference, span,
                     stability_table)
 from ..cache import MissingResultError
 from ..parallel import run_many, stored_result
@@ -553,3 +553,19 @@ def spread_check(runs: dict, key: str = "train_loss", tail: float = 0.25,
                "largest change with a linear or cubic trend",
                f"{reference}'s residuals: lag-one autocorrelation"]
     return pd.DataFrame(rows, columns=columns).set_index(["page", "order"])
+
+
+def page_setup(values: dict) -> SummaryConfig:
+    """What a summary page summarises, from the template's parameter values."""
+    return SummaryConfig(pages=values["pages"], profile=values["profile"], level=values["level"],
+                         train_missing=values["train_missing"])
+
+
+def page_loads(config: SummaryConfig, runtime: Runtime) -> list:
+    """The trajectories of the summarised pages at the summary's profile (`page_experiment`); a
+    smoke summary trains what it lacks, so nothing is pre-checked there."""
+    if config.train_missing:
+        return []
+    return [load for name in config.pages for load in trajectory_loads(
+        OrdersExperiment.from_parameters(resolved_parameters(name, config.profile)).configs(),
+        runtime)]

@@ -24,16 +24,14 @@ every profile folder (``book/`` and ``book/paper/``; its profile is the one in i
 
 It is the fast first half of ``make check-book``; the second half re-executes every page from the
 cache and compares its outputs with the stored ones (`iteration_order.book.nbcheck`). The results
-each template loads are listed in `LOADERS`, built the way the template builds them; a template
-without an entry is reported as not pre-checked (its page is still re-run cache-only by nbval,
-whose failure names the page and the same command).
+a page loads come from its template's study (`studies.page_loads`), built by the same
+`page_setup` the template's cell calls: this module holds no copy of any template's setup.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +44,7 @@ from .runner import NBVAL_MARKER  # stripped from pages' code by the runner (run
 from .runner import PAPER_DIR
 
 __all__ = ["ExecutedPage", "executed_pages", "rerun_command", "drift_problems", "loaded_results",
-           "cache_problems", "verify_book", "page_cells", "LOADERS", "RUNNER_TAGS",
+           "cache_problems", "verify_book", "page_cells", "RUNNER_TAGS",
            "profile_folders", "parameters_cell_problems", "restamp_results", "prose_problems"]
 
 # Cells the runner adds to a page (header, conclusion) and papermill's injected parameters: not
@@ -297,96 +295,17 @@ def _first_difference(mine: list, theirs: list) -> str:
 # The results each template loads
 # ------------------------------------------------------------------------------------------------
 
-Load = tuple[str, Callable[[], object]]  # (what is loaded, a read under cache mode 'only')
-
-
-def _fields(cls, values: dict) -> dict:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in values.items() if k in names}
-
-
-def _trajectories(configs, runtime) -> list[Load]:
-    from ..trajectory import describe_config, stored_trajectory
-    return [(describe_config(c), lambda c=c: stored_trajectory(c, runtime)) for c in configs]
-
-
-def _orders(params: dict, profile: str, runtime) -> list[Load]:
-    from .orders import OrdersExperiment
-    return _trajectories(OrdersExperiment.from_parameters(params).configs(), runtime)
-
-
-def _summary(params: dict, profile: str, runtime) -> list[Load]:
-    from .orders import OrdersExperiment
-    from .registry import resolved_parameters
-    if params.get("train_missing"):
-        return []  # a smoke summary trains what it lacks; book pages only load
-    # the summary reads its figure pages' trajectories at its own profile (summary.page_experiment)
-    return [load for name in params["pages"] for load in _trajectories(
-        OrdersExperiment.from_parameters(resolved_parameters(name, profile)).configs(), runtime)]
-
-
-def _order_average(params: dict, profile: str, runtime) -> list[Load]:
-    from .order_average import OrderAverageExperiment
-    experiment = OrderAverageExperiment(**_fields(OrderAverageExperiment, params))
-    return _trajectories(list(dict.fromkeys(experiment.configs().values())), runtime)
-
-
-def _sharpness(params: dict, profile: str, runtime) -> list[Load]:
-    from ..sharpness import Probe, run_probes
-    from ..trajectory import TrajectoryConfig
-    from .sharpness import SharpnessExperiment
-    loads = []
-    for name in ("synthetic", "fashion"):  # the template's two problems
-        experiment = SharpnessExperiment(
-            TrajectoryConfig.from_fields(params[name], name), seeds=params[f"{name}_seeds"],
-            probe=Probe(**params[f"{name}_probe"], eigenpairs=params["eigenpairs"],
-                        tol=params["lanczos_tol"]))
-        loads += [(repr(run), lambda run=run: run_probes(run, runtime)) for run in experiment.runs()]
-    return loads
-
-
-def _lie_bracket(params: dict, profile: str, runtime) -> list[Load]:
-    from .lie_bracket import LieStudy, run_study
-    studies = [LieStudy(**params["check"], lr_factors=params["check_factors"],
-                        fit_points=params["fit_points"], activation=a)
-               for a in params["activations"]]
-    studies += [LieStudy(**run, lr_factors=params["run_factors"], fit_points=params["fit_points"])
-                for run in params["runs"]]
-    return [(repr(s), lambda s=s: run_study(s, runtime)) for s in studies]
-
-
-def _stationary(params: dict, profile: str, runtime) -> list[Load]:
-    from .stationary import StationaryStudy, run_study
-    from .stationary import run_replicates
-    study = StationaryStudy(**_fields(StationaryStudy, params))
-    # the page also reads its replicates of the main comparison (the template's cell that calls
-    # run_replicates with these parameters)
-    return [(repr(study), lambda: run_study(study, "cpu", runtime.results_dir, "only")),
-            (f"replicates of {study!r}", lambda: run_replicates(
-                study, params["replicates"], params["replicate_chains"], "cpu",
-                runtime.results_dir, "only"))]
-
-
-# template -> the results a page of it loads, built as the template builds them. `contraction`
-# computes everything in the notebook and loads nothing.
-LOADERS: dict[str, Callable[[dict, str, object], list[Load]]] = {
-    "orders": _orders, "summary": _summary, "order_average": _order_average,
-    "sharpness": _sharpness, "lie_bracket": _lie_bracket, "stationary": _stationary,
-    "contraction": lambda params, profile, runtime: [],
-}
-
-
-def loaded_results(page: ExecutedPage, results_dir: Path) -> list[Load] | None:
-    """What the page loads from ``results_dir``, each as a read that raises `MissingResultError`
-    when the result is missing or invalid; None for a template `LOADERS` does not know."""
+def loaded_results(page: ExecutedPage, results_dir: Path) -> list:
+    """What the page loads from ``results_dir``, each as ``(what, read)``, a read that raises
+    `MissingResultError` when the result is missing or invalid: its template's study says
+    (`studies.page_loads`, from the same `page_setup` the template's cell calls)."""
     from ..trajectory import Runtime
+    from .studies import page_loads
     template = load_pages()[page.name]["template"]
-    if template not in LOADERS:
-        return None
-    params = {**template_defaults(template_path(page.name)), **page.parameters,
-              "profile": page.profile}
+    values = {**template_defaults(template_path(page.name)), **page.parameters,
+              "profile": page.profile, "page": page.name}
     runtime = Runtime(cache="only", progress=False, threads=1, results_dir=Path(results_dir))
-    return LOADERS[template](params, page.profile, runtime)
+    return page_loads(template, values, runtime)
 
 
 def cache_problems(page: ExecutedPage, results_dir: Path) -> list[str]:
@@ -480,10 +399,5 @@ def verify_book(book: Path | None = None, only: list[str] | None = None,
         problems += drift or prose_problems(page) + figure_problems(page)
         if page.profile not in load_pages().get(page.name, {}).get("profiles", {}):
             continue  # not a page of the registry at this profile: nothing to look up
-        if loaded_results(page, results_dir) is None:
-            notes.append(f"{page.path.name}: the results of template "
-                         f"{load_pages()[page.name]['template']!r} are not pre-checked (add it "
-                         f"to verify.LOADERS); the nbval check still runs it cache-only")
-            continue
         problems += cache_problems(page, results_dir)
     return problems, notes
