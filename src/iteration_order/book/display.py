@@ -21,7 +21,7 @@ from myst_nb import glue as _myst_glue
 
 from .registry import PROFILES, page as registry_page
 
-__all__ = ["glue", "glued", "show_table", "figure_data_digest", "png_digest", "DATA_DIGEST",
+__all__ = ["glue", "show_table", "figure_data_digest", "png_digest", "DATA_DIGEST",
            "PNG_DIGEST", "render_roles", "conclusion_markdown",
            "show_conclusion", "FIGURE_MIME"]
 
@@ -113,11 +113,6 @@ def _glue_figure(key: str, fig: matplotlib.figure.Figure) -> None:
     _show(bundle, raw=True, metadata=metadata)  # the notebook's own view of the same image
 
 
-def glued() -> dict[str, Any]:
-    """The values glued so far in this kernel, by key (a copy)."""
-    return dict(_glued)
-
-
 def show_table(frame: pd.DataFrame) -> None:
     """Display a whole table: pandas would cut a long one to its first and last rows."""
     with pd.option_context("display.max_rows", None, "display.max_columns", None):
@@ -155,6 +150,20 @@ def render_roles(text: str, values: dict[str, Any]) -> str:
     return _ROLE.sub(one, text)
 
 
+def _measured_claims(values: dict[str, Any]) -> list[str]:
+    """One bullet per claim the page glued: its evidence (``<claim>_evidence``) and, where glued,
+    its interval (``<claim>_interval``)."""
+    bullets = []
+    for key, value in values.items():
+        claim, suffix = key.rpartition("_")[0], key.rpartition("_")[2]
+        if suffix != "evidence":
+            continue
+        interval = values.get(f"{claim}_interval")
+        bullets.append(f"- `{claim}`: {_text(value, '')}"
+                       + (f"; {_text(interval, '')}" if interval is not None else ""))
+    return bullets
+
+
 def conclusion_markdown(page: str, profile: str, values: dict[str, Any]) -> str:
     """The page's written conclusion at ``profile`` with its numbers filled in."""
     if profile not in PROFILES:
@@ -165,11 +174,7 @@ def conclusion_markdown(page: str, profile: str, values: dict[str, Any]) -> str:
         return f"## What our run shows\n\nNo conclusion is shown: {err}."
     if written:
         return "## What our run shows\n\n" + render_roles(written.strip(), values)
-    # No prose for this profile (smoke, quick): the page's measured claims, as glued
-    claims = [f"- `{key[:-len('_evidence')]}`: {_text(value, '')}"
-              + (f"; {_text(values[key[:-9] + '_interval'], '')}"
-                 if key[:-9] + "_interval" in values else "")
-              for key, value in values.items() if key.endswith("_evidence")]
+    claims = _measured_claims(values)  # no prose for this profile (smoke, quick)
     return (f"## What our run shows\n\nNo conclusion is written for page `{page}` at the "
             f"`{profile}` profile; the figures and tables above are the result"
             + (", and the claims measure as follows (per-seed ratio other order / forward below "

@@ -186,11 +186,11 @@ def _rerun_box(name: str, profile: str) -> str:
     else:
         cost = ("`book cost` prices the figure pages only; this page's own runs are timed in "
                 "its cells.")
-    quick = ("`quick` (about a minute, for a rerun by hand)" if "quick" in page(name)["profiles"]
-             else None)
-    profiles = ", ".join(p for p in [quick, "`cpu`", "`paper` (the paper's settings)"] if p)
-    return (f"**Rerun it.** {cost} With papermill at "
-            f"another profile ({profiles}): `python -m iteration_order.book params {name} "
+    profiles = [p for p in ("quick", "cpu", "paper") if p in page(name)["profiles"]]
+    about = {"quick": " (about a minute)", "paper": " (the paper's settings)"}
+    return (f"**Rerun it.** {cost} With papermill at any profile, "
+            f"{', '.join(f'`{p}`' + about.get(p, '') for p in profiles)}: "
+            f"`python -m iteration_order.book params {name} "
             f"--profile <profile> > params.yml`, then `papermill {{template}} {name}.ipynb -f "
             f"params.yml`; its runs go to `results/` as untracked files (README: Rerunning a "
             f"page by hand). Into the book: `make reproduce PROFILE={profile} PAGES={name}`."
