@@ -104,13 +104,48 @@ def test_real_fashionmnist_when_available():
     assert torch.bincount(data.y_train).tolist() == [6000] * 10
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vgg19"])
-def test_convolutional_models_take_32x32_images(name):
-    model = build_model(name, (3, 32, 32), 10, seed=0).eval()
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vgg19", "vgg19_bn"])
+@pytest.mark.parametrize("base", [64, 8])
+def test_convolutional_models_take_32x32_images(name, base):
+    model = build_model(name, (3, 32, 32), 10, seed=0, base_channels=base).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     if name.startswith("resnet"):
-        assert model.conv1.stride == (1, 1) and isinstance(model.maxpool, torch.nn.Identity)
+        assert model.conv1.stride == (1, 1) and model.conv1.kernel_size == (3, 3)
+        assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bool(norms) == (name != "vgg19")  # the plain VGG-19 has none
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].out_channels == base and max(c.out_channels for c in convs) == base * (
+        32 if name == "resnet50" else 8)  # ResNet-50's bottleneck expands the last stage 4×
+
+
+def _torchvision_cifar(name):
+    """The torchvision model with the usual CIFAR changes, as the package built it before the
+    width became a parameter: the full-width models must keep exactly its parameters."""
+    from torchvision import models as tv
+    net = getattr(tv, name)(weights=None, num_classes=10)
+    if name.startswith("resnet"):
+        net.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = torch.nn.Identity()
+    else:
+        net.avgpool, net.classifier = torch.nn.AdaptiveAvgPool2d(1), torch.nn.Linear(512, 10)
+    return net
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vgg19", "vgg19_bn"])
+def test_the_full_width_models_have_torchvisions_parameters(name):
+    ours = build_model(name, (3, 32, 32), 10, seed=0)
+    theirs = _torchvision_cifar(name)
+    assert [tuple(p.shape) for p in ours.parameters()] == \
+        [tuple(p.shape) for p in theirs.parameters()]
+
+
+@pytest.mark.parametrize("base", [0, -8, 2.5, True])
+def test_a_bad_width_is_refused_naming_it(base):
+    with pytest.raises(ValueError, match=r"base_channels must be an integer >= 1 \(64 = the "
+                                         r"paper's width\); got"):
+        build_model("resnet18", (3, 32, 32), 10, seed=0, base_channels=base)
 
 
 def test_mlp_shape_and_seeded_initialisation():

@@ -101,7 +101,7 @@ def test_gzipped_files_are_found_and_missing_ones_named(mini_fashionmnist, tmp_p
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--device", "tpu"], "--device 'tpu' is not a device; allowed: auto, cpu, cuda, cuda:N"),
+    (["--device", "tpu"], "--device must be one of auto, cpu, cuda, cuda:N; got 'tpu'"),
     (["--tiny", "--only", "agreement", "speed"],
      "--only: unknown section(s) 'speed'; allowed: agreement, page-scale, evaluation, fig07, "
      "cost-table"),

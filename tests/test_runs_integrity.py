@@ -13,8 +13,9 @@ import iteration_order.parallel as parallel
 from iteration_order import Runtime, TrajectoryConfig
 from iteration_order.book import cli, costs, runner
 from iteration_order.parallel import LongRunError, run_many
-from iteration_order.validation import (MAX_RECORDED, MAX_STEPS, check_device,
-                                        record_points_bound, size_problems)
+from iteration_order.devices import check_device
+from iteration_order.validation import (MAX_RECORDED, MAX_STEPS, record_points_bound,
+                                        size_problems)
 
 TINY = TrajectoryConfig(dataset="synthetic-x2", depth=1, width=8, lr=0.01, steps=6,
                         order="backward", record="every:2")
@@ -142,3 +143,70 @@ def test_an_unreachable_ray_address_fails_fast_and_clearly(tmp_path, monkeypatch
     assert not list(tmp_path.glob("*.json"))
     with pytest.raises(ValueError, match="is not host:port or ray://host:port"):
         parallel._check_ray_address("nonsense")
+
+
+# --- the size of a config, checked where it is built (issue 21: 10**9 steps took 9.6 GB) -------
+
+@pytest.mark.parametrize("changes, message", [
+    ({"steps": 10 ** 9}, r"steps must be an integer in 1\.\.1000000; got 1000000000"),
+    ({"steps": 1000, "record": "log:10000000000"},
+     r"record='log:10000000000' records up to 10,000,000,001 steps of 1,000; at most 100,000"),
+    ({"steps": 1000, "record_forward": "every:1+log:10000000000"},
+     r"record_forward='every:1\+log:10000000000' records up to"),
+])
+def test_a_config_too_large_to_build_is_refused_at_once(changes, message):
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        TrajectoryConfig(**changes)
+    assert time.perf_counter() - start < 1
+
+
+def test_parse_record_refuses_a_spec_too_large_before_enumerating_it():
+    from iteration_order.trajectory import parse_record
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="records up to 10,000,000,001 steps"):
+        parse_record("log:10000000000", 1000)
+    assert time.perf_counter() - start < 1
+
+
+# --- a direct run_trajectory asks for consent too (run_many priced its runs; this did not) -------
+
+def test_a_direct_run_estimated_over_the_limit_needs_consent(tmp_path, monkeypatch):
+    import iteration_order.cost as cost
+    import iteration_order.trajectory as trajectory
+    from iteration_order import run_trajectory
+    monkeypatch.delenv(cost.ALLOW_LONG_ENV, raising=False)
+    monkeypatch.setattr(trajectory, "_CONSENT_CHECK_APPLICATIONS", 0)  # price even TINY
+    monkeypatch.setattr(cost, "LONG_RUN_HOURS", 1e-9)  # and find it too long
+    with pytest.raises(LongRunError, match=r"estimated at .* above the 3\.6e-06 h|estimated at"):
+        run_trajectory(TINY, runtime(tmp_path))
+    assert not list(tmp_path.glob("*.json"))  # refused before anything was computed
+    assert not run_trajectory(TINY, runtime(tmp_path, allow_long=True))["from_cache"]
+    monkeypatch.setenv(cost.ALLOW_LONG_ENV, "1")
+    assert not run_trajectory(TINY.replace(seed=1), runtime(tmp_path))["from_cache"]
+
+
+def test_a_cheap_direct_run_is_not_priced(tmp_path, monkeypatch):
+    import iteration_order.cost as cost
+    from iteration_order import run_trajectory
+
+    def priced(*args, **kwargs):
+        raise AssertionError("a run far below the consent threshold was priced")
+    monkeypatch.setattr(cost, "estimate_costs", priced)
+    assert not run_trajectory(TINY, runtime(tmp_path))["from_cache"]
+
+
+def test_run_many_passes_its_consent_on_to_the_runs(tmp_path, monkeypatch):
+    import iteration_order.cost as cost
+    import iteration_order.trajectory as trajectory
+    monkeypatch.delenv(cost.ALLOW_LONG_ENV, raising=False)
+    monkeypatch.setattr(trajectory, "_CONSENT_CHECK_APPLICATIONS", 0)
+    monkeypatch.setattr(cost, "LONG_RUN_HOURS", 1e-9)
+    monkeypatch.setattr(parallel, "_announce", _estimated_at(1.0))
+    # priced once by run_many and consented to there: the run itself does not ask again
+    assert not run_many([TINY], runtime(tmp_path), allow_long=True)[0]["from_cache"]
+
+
+def test_runtime_allow_long_is_checked():
+    with pytest.raises(ValueError, match="allow_long must be True or False"):
+        Runtime(allow_long="yes")

@@ -117,8 +117,8 @@ def test_record_specs():
     ({"model": "resnet34"}, "unknown model 'resnet34'; allowed: mlp, resnet18, resnet50, vgg19"),
     ({"dataset": "imagenet"}, "unknown data set 'imagenet'; allowed: synthetic-x2"),
     ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'; allowed: sgd, momentum, adam"),
-    ({"steps": 0}, "steps must be an integer >= 1; got 0"),
-    ({"steps": -5}, "steps must be an integer >= 1; got -5"),
+    ({"steps": 0}, "steps must be an integer in 1..1000000; got 0"),
+    ({"steps": -5}, "steps must be an integer in 1..1000000; got -5"),
     ({"lr": 0.0}, "lr must be a finite number > 0"),
     ({"record": "at:31"}, r"bad record spec 'at:31': steps \[31\] lie outside 1..steps=30"),
     ({"record": "every:0"}, r"bad record spec 'every:0'"),
@@ -289,3 +289,35 @@ def test_a_constant_image_channel_is_zero_not_nan(tmp_path):
                               steps=4, order="forward")
     result = run_trajectory(config, runtime(tmp_path / "results", data_root=str(tmp_path)))
     assert result["diverged_at"] is None and all(map(math.isfinite, result["train_loss"]))
+
+
+def test_the_fingerprint_of_a_run_covers_the_code_it_runs():
+    """The convolutional architectures enter the fingerprint of their own runs only, so that a
+    change to them does not throw away the MLP and synthetic results (and vice versa nothing of
+    theirs is left out)."""
+    from iteration_order.cache import code_fingerprint
+    from iteration_order.trajectory import (CONV_MODULES, TRAJECTORY_MODULES,
+                                            trajectory_fingerprint)
+    mlp = TrajectoryConfig(steps=3)
+    conv = TrajectoryConfig(dataset="cifar10", model="resnet18", base_channels=8, steps=3)
+    assert trajectory_fingerprint(mlp) == code_fingerprint(TRAJECTORY_MODULES)
+    assert trajectory_fingerprint(conv) == code_fingerprint(TRAJECTORY_MODULES + CONV_MODULES)
+    assert trajectory_fingerprint(mlp) != trajectory_fingerprint(conv)
+    assert "cifar_models" in CONV_MODULES and "models" in TRAJECTORY_MODULES
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"base_channels": 8}, "base_channels=8 is used by the convolutional models only"),
+    ({"model": "resnet18", "dataset": "cifar10", "width": 16}, "width=16 is used by model='mlp'"),
+    ({"model": "resnet18", "dataset": "cifar10", "base_channels": 0},
+     "base_channels must be an integer >= 1; got 0"),
+])
+def test_each_models_width_field_is_its_own(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrajectoryConfig(steps=3, **changes)
+
+
+def test_the_default_width_keeps_earlier_cache_names():
+    config = TrajectoryConfig(dataset="cifar10", model="resnet18", steps=3)
+    assert "base_channels" not in config.identity()
+    assert config.replace(base_channels=8).identity()["base_channels"] == 8

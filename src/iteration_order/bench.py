@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import multiprocessing as mp
 import platform
 import time
@@ -34,6 +33,7 @@ import torch
 
 from .cache import atomic_write_json
 from .cost import estimate_costs
+from .devices import requested_device
 from .evaluation import Evaluator
 from .maps import OptimizerMaps
 from .orders import iterates
@@ -301,8 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.group_size < 2:
         parser.error("--repeats must be >= 1 and --group-size >= 2")
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
-        "cpu" if args.device == "auto" else args.device)
+    device = requested_device(args.device)
 
     results = [bench_case(name, config, device, args.repeats, args.group_size)
                for name, config in CASES.items()]

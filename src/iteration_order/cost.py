@@ -20,6 +20,7 @@ priced at the official set sizes; the estimates say so (``stand_in``).
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -40,6 +41,34 @@ _WARMUP = 2            # untimed applications first (allocator, autograd caches)
 _TIMED = (3, 9)        # at least / at most this many timed repetitions ...
 _TIMING_BUDGET = 3.0   # ... stopping after the minimum once this many seconds are spent
 _CPU_EVAL_EXAMPLES = 256  # examples timed for the per-example evaluation cost on a CPU
+
+ALLOW_LONG_ENV = "ITERATION_ORDER_ALLOW_LONG"  # 1: consent to runs estimated over LONG_RUN_HOURS
+# A run (or run_many's runs together) estimated at more than this many hours of wall time is
+# refused unless allowed (allow_long=True, Runtime(allow_long=True), $ITERATION_ORDER_ALLOW_LONG=1
+# or `book run --allow-long`): a mistyped step count must not start days of computing unasked.
+LONG_RUN_HOURS = 24.0
+
+
+class LongRunError(RuntimeError):
+    """The runs to compute are estimated above `LONG_RUN_HOURS` and no consent was given."""
+
+
+def check_consent(seconds: float, jobs: int, allow_long: bool | None) -> None:
+    """Refuse (`LongRunError`) work estimated at ``seconds`` of compute, run ``jobs`` at a time,
+    above `LONG_RUN_HOURS` of wall time unless ``allow_long`` (None: ``$ITERATION_ORDER_ALLOW_LONG``
+    is 1, true or yes)."""
+    hours = seconds / max(jobs, 1) / 3600
+    if hours <= LONG_RUN_HOURS:
+        return
+    if allow_long is None:
+        allow_long = os.environ.get(ALLOW_LONG_ENV, "").strip().lower() in ("1", "true", "yes")
+    if not allow_long:
+        raise LongRunError(
+            f"the runs to compute are estimated at {format_seconds(hours * 3600)} of wall time "
+            f"with {jobs} job(s), above the {LONG_RUN_HOURS:g} h a run may take without consent; "
+            f"if that is meant, pass allow_long=True (Runtime(allow_long=True) for one run), set "
+            f"${ALLOW_LONG_ENV}=1 or run `python -m iteration_order.book run --allow-long ...`; "
+            f"otherwise check the step counts")
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ from .cost import _group_step_seconds, estimate_costs, format_seconds
 from .data import TORCHVISION, DataNotFoundError
 from .orders import iterates, planned_applications
 from .parallel import _shard_weights
-from .trajectory import (Runtime, TrajectoryConfig, prepare, resolve_device, run_shard,
+from .devices import check_device, computable_here, requested_device, torch_device
+from .trajectory import (Runtime, TrajectoryConfig, prepare, run_shard,
                          run_trajectory, shard_plan)
 
 __all__ = ["main", "SECTIONS", "Scale", "GPU", "TINY", "fig07_configs", "fashionmnist_root"]
@@ -722,9 +723,6 @@ class Report:
 # Command line
 # ------------------------------------------------------------------------------------------------
 
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m iteration_order.gpu_report",
                                      description=__doc__.split("\n\n")[0])
@@ -750,17 +748,18 @@ def _parser() -> argparse.ArgumentParser:
 def _arguments(argv: list[str] | None):
     parser = _parser()
     args = parser.parse_args(argv)
-    if not _DEVICE.fullmatch(args.device):
-        parser.error(f"--device {args.device!r} is not a device; allowed: auto, cpu, cuda, cuda:N")
+    try:
+        check_device("--device", args.device)
+    except ValueError as err:
+        parser.error(str(err))
     unknown = [s for s in args.only or [] if s not in SECTIONS]
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(map(repr, unknown))}; allowed: "
                      f"{', '.join(SECTIONS)}")
     if args.budget is not None and not (math.isfinite(args.budget) and args.budget > 0):
         parser.error(f"--budget {args.budget!r} must be a number of seconds > 0")
-    device = args.device if args.device != "auto" else (
-        "cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+    device = "cpu" if args.device == "auto" and args.tiny else requested_device(args.device)
+    if not computable_here(device):
         parser.error(f"--device {args.device!r}: CUDA is not available here (torch "
                      f"{torch.__version__}, CUDA build {torch.version.cuda}); use --tiny for the "
                      f"CPU check")
@@ -782,7 +781,7 @@ def main(argv: list[str] | None = None) -> dict:
     scale = TINY if args.tiny else GPU
     if args.budget is not None:
         scale = replace(scale, budget=args.budget)
-    dev = resolve_device(device)
+    dev = torch_device(device)
     info = device_info(dev, args.tiny, sys.argv[1:] if argv is None else list(argv))
     info["scale"] = asdict(scale)
     clock = Clock(scale.budget)

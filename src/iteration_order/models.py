@@ -1,12 +1,7 @@
 """The paper's networks, built from explicit seeds and never from downloaded weights.
 
-Adaptations to 32×32 CIFAR images (the torchvision models are ImageNet-shaped):
-
-* ResNet-18 / ResNet-50: the 7×7 stride-2 stem becomes a 3×3 stride-1 convolution and the stem's
-  max-pool is removed, so the last stage sees 4×4 maps instead of 1×1 (the usual CIFAR ResNet).
-* VGG-19 (no batch norm, as in Simonyan & Zisserman): after five pools a 32×32 input is 1×1×512,
-  so the 7×7 adaptive pool and the 25088→4096→4096 classifier with dropout become a 1×1 pool and
-  one linear layer 512→classes. Dropout is dropped because the paper trains without regularisation.
+The convolutional networks (ResNet-18, ResNet-50, VGG-19) and their CIFAR adaptations live in
+`cifar_models`, which only the runs of those models depend on (their fingerprint adds it).
 
 The MLP uses ReLU: the paper gives depth × width ("5 layers of 500 neurons") but not the activation
 nor the initialisation. ``init="torch"`` keeps PyTorch's layer default (uniform, variance
@@ -18,13 +13,12 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
-from torchvision import models as tv
 
+from .cifar_models import CONV_MODELS, PAPER_CHANNELS, build_conv
 from .seeding import seeded
 
-__all__ = ["MLP", "build_model", "MODEL_NAMES"]
+__all__ = ["MLP", "build_model", "MODEL_NAMES", "CONV_MODELS"]
 
 
 class MLP(nn.Sequential):
@@ -47,24 +41,7 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
-def _cifar_resnet(builder, num_classes: int) -> nn.Module:
-    net = builder(weights=None, num_classes=num_classes)
-    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
-    net.maxpool = nn.Identity()
-    return net
-
-
-def _cifar_vgg19(num_classes: int) -> nn.Module:
-    net = tv.vgg19(weights=None, num_classes=num_classes)
-    net.avgpool = nn.AdaptiveAvgPool2d(1)
-    net.classifier = nn.Linear(512, num_classes)
-    nn.init.normal_(net.classifier.weight, 0, 0.01)
-    nn.init.zeros_(net.classifier.bias)
-    return net
-
-
-MODEL_NAMES = ("mlp", "resnet18", "resnet50", "vgg19")
+MODEL_NAMES = ("mlp", *CONV_MODELS)
 INITS = ("torch", "he")
 
 
@@ -76,12 +53,13 @@ def _he_init(model: nn.Module) -> None:
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int, seed: int,
-                depth: int = 5, width: int = 500, init: str = "torch") -> nn.Module:
+                depth: int = 5, width: int = 500, init: str = "torch",
+                base_channels: int = PAPER_CHANNELS) -> nn.Module:
     """Build one of `MODEL_NAMES` with initial weights drawn from the seed's "init" stream.
 
-    ``depth``, ``width`` and ``init`` apply to the MLP only (the convolutional models keep
-    torchvision's initialisation, already He-normal for their convolutions); they need 3-channel
-    images.
+    ``depth``, ``width`` and ``init`` apply to the MLP only; ``base_channels`` (the first stage's
+    channels, 64 = the paper's width) to the convolutional models only, which need 3-channel
+    images (`cifar_models`).
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_NAMES)}")
@@ -96,8 +74,4 @@ def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int, seed:
             if init == "he":
                 _he_init(mlp)
             return mlp
-        if name == "resnet18":
-            return _cifar_resnet(tv.resnet18, num_outputs)
-        if name == "resnet50":
-            return _cifar_resnet(tv.resnet50, num_outputs)
-        return _cifar_vgg19(num_outputs)
+        return build_conv(name, base_channels, num_outputs)

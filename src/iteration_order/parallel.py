@@ -48,13 +48,14 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 # DeviceMismatchError: a stored result computed on another device than the one its file name
 # says (a page would show runs of another device than it claims); the cache's read refuses it.
 from .cache import (DeviceMismatchError, MissingResultError, cache_mode, check_writable,
                     jsonable, read_valid, store_result)
-from .cost import cost_table, estimate_costs, format_seconds
+from .cost import (ALLOW_LONG_ENV, LONG_RUN_HOURS, LongRunError, check_consent, cost_table,
+                   estimate_costs, format_seconds)
+from .devices import DEVICE_ENV, computable_here, device_type, requested_device
 from .orders import planned_applications
 from .validation import choice_or_env
 from .trajectory import (Runtime, Shard, TrajectoryConfig, describe_config, merge_shards,
@@ -75,20 +76,9 @@ EXECUTORS = ("local", "ray")
 # They say where and how runs execute, never what is computed: no cache key contains them.
 EXECUTOR_ENV = "ITERATION_ORDER_EXECUTOR"   # local | ray
 SHARDS_ENV = "ITERATION_ORDER_SHARDS"       # integer >= 1
-DEVICE_ENV = "ITERATION_ORDER_DEVICE"       # what device="auto" means: cpu | cuda | cuda:N
 RAY_GPUS_ENV = "ITERATION_ORDER_RAY_GPUS"   # GPUs per Ray task on CUDA: a fraction, or 1, 2, ...
-ALLOW_LONG_ENV = "ITERATION_ORDER_ALLOW_LONG"  # 1: consent to runs estimated over LONG_RUN_HOURS
-# run_many refuses to start what its cost model estimates at more than this many hours of wall
-# time (with its jobs) unless allowed (allow_long=True, $ITERATION_ORDER_ALLOW_LONG=1, or
-# `book run --allow-long`): a mistyped step count must not start days of computing unasked.
-LONG_RUN_HOURS = 24.0
 # How long run_many waits for a Ray cluster at $RAY_ADDRESS to answer before giving up.
 RAY_CONNECT_TIMEOUT_S = 10.0
-
-
-class LongRunError(RuntimeError):
-    """The runs to compute are estimated above `LONG_RUN_HOURS` and no consent was given."""
-_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 # How often a worker checks that its parent is alive: the longest an orphan computes on.
 _PARENT_CHECK_SECONDS = 0.5
@@ -167,22 +157,9 @@ def gpu_share(gpus: float | None = None) -> float:
 
 
 def run_device(runtime: Runtime) -> str:
-    """The device type whose results a run reads and writes: ``runtime.device``'s, where
-    ``auto`` is ``$ITERATION_ORDER_DEVICE`` when set, else cuda when present, else cpu.
-    Unlike `trajectory.resolve_device` it does not require CUDA to be here: results of a device
-    this machine lacks can still be read (`stored_result`)."""
-    device = runtime.device
-    if device == "auto":
-        value = _env(DEVICE_ENV)
-        if value is not None and not _DEVICE.fullmatch(value):
-            raise ValueError(f"${DEVICE_ENV}={value!r} is not a device; allowed: cpu, cuda, "
-                             f"cuda:N (unset: cuda when present, else cpu)")
-        device = value or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device).type
-
-
-def _computable(device_type: str) -> bool:
-    return device_type == "cpu" or torch.cuda.is_available()
+    """The device type whose results a run reads and writes (`devices.device_type`): it does not
+    require CUDA to be here, so results of a device this machine lacks can still be read."""
+    return device_type(runtime.device)
 
 
 def device_runtime(runtime: Runtime) -> Runtime:
@@ -190,10 +167,7 @@ def device_runtime(runtime: Runtime) -> Runtime:
     elsewhere compute on, and name files by, the device the caller means. Every page template
     builds its runtime through this, so that ``book run --device cpu`` (``$ITERATION_ORDER_DEVICE``)
     reaches every page kind, not only those that train through `run_many`."""
-    if runtime.device != "auto":
-        return runtime
-    value = _env(DEVICE_ENV)
-    return dataclasses.replace(runtime, device=value or run_device(runtime))
+    return dataclasses.replace(runtime, device=requested_device(runtime.device))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,11 +190,11 @@ def stored_result(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> dic
     curves), and a missing or invalid file is None: it cannot be computed here. Either way a
     result whose recorded device differs from its file's raises `DeviceMismatchError`."""
     device = run_device(runtime)
-    if _computable(device):
+    if computable_here(device):
         found = stored_trajectory(config, device_runtime(runtime))
     else:
         path = _path_on(config, runtime, device)
-        found = read_valid(path, jsonable(config), trajectory_fingerprint(),
+        found = read_valid(path, jsonable(config), trajectory_fingerprint(config),
                            lambda r: _check_curves(config, r), runtime.cache,
                            describe_config(config))
         found = None if found is None else _decoded({**found, "from_cache": True})
@@ -376,15 +350,15 @@ class _Collector:
         self.parts: dict[TrajectoryConfig, dict] = {}
         self.expected = {j.config: j.of for j in jobs}
         self.errors: dict[TrajectoryConfig, dict] = {}
-        self.fingerprint = trajectory_fingerprint()
 
     def done(self, job: _Job, result: dict) -> None:
-        if result.get("code_fingerprint") != self.fingerprint:
+        expected = trajectory_fingerprint(job.config)
+        if result.get("code_fingerprint") != expected:
             # a worker that imported other code (another checkout on a cluster node, or files
             # edited while the runs started): its numbers would be stored under this code's name
             self.failed(job, RuntimeError(
                 f"computed by other code (fingerprint {result.get('code_fingerprint')!r}, here "
-                f"{self.fingerprint!r}): every worker must run the same commit of the package"))
+                f"{expected!r}): every worker must run the same commit of the package"))
             return
         self.log.finished(job)
         if job.shard is None:
@@ -480,7 +454,7 @@ def run_many(configs: Sequence[TrajectoryConfig], runtime: Runtime = Runtime(), 
     results = _stored(unique, runtime)
     pending = [c for c in unique if c not in results]
     if pending:
-        if not _computable(device):
+        if not computable_here(device):
             raise _not_computable(pending, runtime, device, len(unique))
         check_writable(runtime.results_dir)
         here = device_runtime(runtime)
@@ -496,6 +470,9 @@ def run_many(configs: Sequence[TrajectoryConfig], runtime: Runtime = Runtime(), 
         timing = worker if parallel else dataclasses.replace(computing, progress=False)
         estimated = _announce(unique, pending, work, timing, jobs) if announce else {}
         _check_consent(estimated, jobs, allow_long)
+        if estimated:  # consent was asked once for all: the runs do not ask again
+            worker, computing = (dataclasses.replace(r, allow_long=True)
+                                 for r in (worker, computing))
         log = _Log(len(work), estimated, jobs, announce)
         collector = _Collector(work, computing, results, log, store_returned=remote)
         base = worker if parallel else computing
@@ -515,21 +492,11 @@ def run_many(configs: Sequence[TrajectoryConfig], runtime: Runtime = Runtime(), 
 
 def _check_consent(estimated: dict, jobs: int, allow_long: bool | None) -> None:
     """Refuse (`LongRunError`) runs whose estimated wall time exceeds `LONG_RUN_HOURS` unless
-    ``allow_long`` (None: ``$ITERATION_ORDER_ALLOW_LONG`` is 1). Needs the estimate, made when
-    run_many announces its runs (the default); ``announce=False`` makes none and checks nothing."""
-    if not estimated:
-        return
-    hours = sum(estimated.values()) / max(jobs, 1) / 3600
-    if hours <= LONG_RUN_HOURS:
-        return
-    if allow_long is None:
-        allow_long = _env(ALLOW_LONG_ENV) in ("1", "true", "yes")
-    if not allow_long:
-        raise LongRunError(
-            f"the runs to compute are estimated at {format_seconds(hours * 3600)} of wall time "
-            f"with {jobs} job(s), above the {LONG_RUN_HOURS:g} h a run may take without consent; "
-            f"if that is meant, pass allow_long=True, set ${ALLOW_LONG_ENV}=1 or run `python -m "
-            f"iteration_order.book run --allow-long ...`; otherwise check the step counts")
+    ``allow_long`` (`cost.check_consent`). Needs the estimate, made when run_many announces its
+    runs (the default); ``announce=False`` makes none and checks nothing here (each run then
+    prices itself, as a direct `run_trajectory` does)."""
+    if estimated:
+        check_consent(sum(estimated.values()), jobs, allow_long)
 
 
 def _check_ray_address(address: str, timeout: float | None = None) -> None:

@@ -55,7 +55,8 @@ from .evaluation import loss_function
 from .hessian import BatchLoss, top_eigenpairs
 from .orders import as_order, iterates
 from .seeding import generator
-from .trajectory import TRAJECTORY_MODULES, Runtime, TrajectoryConfig, prepare, resolve_device
+from .devices import device_type
+from .trajectory import TRAJECTORY_MODULES, Runtime, TrajectoryConfig, prepare
 
 __all__ = ["Probe", "SharpnessRun", "HessianProbe", "Reading", "probe_steps",
            "probe_batch_rows", "overlap", "subspace_overlap", "subspace_similarity",
@@ -249,7 +250,7 @@ class SharpnessRun:
 
 
 def sharpness_path(run: SharpnessRun, runtime: Runtime) -> Path:
-    device = resolve_device(runtime.device).type
+    device = device_type(runtime.device)
     return Path(runtime.results_dir) / RESULTS_SUBDIR / f"{config_hash(run)}-{device}.json"
 
 

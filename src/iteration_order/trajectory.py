@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import math
 import platform
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,19 +24,20 @@ from tqdm import tqdm
 
 from .cache import (DEFAULT_RESULTS, InvalidResult, cache_mode, cached, code_fingerprint, config_hash,
                     jsonable, nan_for_null, read_valid)
+from .devices import check_device, device_type, torch_device
 from .data import DATASET_NAMES, SYNTHETIC, Dataset, load_dataset
 from .evaluation import Evaluator, loss_function
 from .families import update_family
 from .memory import trajectory_bytes
-from .models import INITS, MODEL_NAMES, build_model
+from .models import CONV_MODELS, INITS, MODEL_NAMES, build_model
 from .orders import (Forward, GroupedMaps, as_order, iterates, order_for_steps,
                      planned_applications)
 from .schedule import batch_schedule
 from .seeding import generator, seed_everything
-from .validation import (check_bool, check_choice, check_int, check_number, check_path,
-                         check_str)
+from .validation import (MAX_RECORDED, MAX_STEPS, check_bool, check_choice, check_int,
+                         check_number, check_path, check_str, record_points_bound)
 
-__all__ = ["TrajectoryConfig", "Runtime", "run_trajectory", "recorded_steps", "resolve_device",
+__all__ = ["TrajectoryConfig", "Runtime", "run_trajectory", "recorded_steps",
            "OPTIMIZERS", "ENGINES", "result_path", "parse_record", "prepare", "Prepared",
            "choose_engine", "TRAJECTORY_MODULES", "trajectory_fingerprint", "stored_trajectory",
            "describe_config", "CURVES", "MLP_FIELDS", "Shard", "shard_plan", "run_shard",
@@ -51,10 +51,14 @@ _PROGRESS_DELAY_SECONDS = 3  # the bar appears only once a run has lasted this l
 _GROUP_MEMORY_FRACTION = 0.25  # share of free GPU memory a batched group may take
 _MAX_GROUP = 256
 # field -> its default, which must never change
-_ADDED_LATER = {"init": "torch", "update": "sgd", "micro_batches": 1, "reg_lambda": 0.0}
+_ADDED_LATER = {"init": "torch", "update": "sgd", "micro_batches": 1, "reg_lambda": 0.0,
+                "base_channels": 64}
 _MAX_STORED_SCHEDULE = 50_000  # larger schedules are stored as a digest: results stay small
 MLP_FIELDS = ("depth", "width", "init")  # used by model="mlp" only
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+CONV_FIELDS = ("base_channels",)  # used by the convolutional models only
+# A direct run planning more map applications than this is priced by the cost model before it
+# starts, and refused above cost.LONG_RUN_HOURS without consent (Runtime.allow_long).
+_CONSENT_CHECK_APPLICATIONS = 10_000_000
 
 # The modules whose code determines a trajectory's numbers: a cached result is used only while
 # their fingerprint (`cache.code_fingerprint`: code, not comments or docstrings) is unchanged.
@@ -74,6 +78,9 @@ TRAJECTORY_MODULES = (
     "functional_optim",  # momentum and Adam as the batched engine applies them
     "memory",         # the batched engine's group width, which decides how steps are grouped
 )
+# Added for the runs of the convolutional models only: the synthetic and MLP runs never build
+# them, so a change to those architectures does not throw away their results.
+CONV_MODULES = ("cifar_models",)
 # The curves of a result, one entry per recorded step (step 0 first).
 CURVES = ("train_loss", "test_loss", "train_acc", "test_acc", "displacement")
 # Curves never None when computed: a null read back is a non-finite value, and reads as NaN.
@@ -91,6 +98,7 @@ def parse_record(spec: str, steps: int, name: str = "a record spec") -> list[int
     """
     if not isinstance(spec, str):
         raise ValueError(f"{name} must be a string, one of {_RECORD_FORMS}; got {spec!r}")
+    _check_size(spec, steps, name)
     if "+" in spec:
         return sorted(set().union(*(parse_record(part, steps, name) for part in spec.split("+"))))
     kind, _, value = spec.partition(":")
@@ -122,6 +130,16 @@ def parse_record(spec: str, steps: int, name: str = "a record spec") -> list[int
     raise ValueError(f"unknown record spec {spec!r}; allowed: {_RECORD_FORMS}")
 
 
+def _check_size(spec: str, steps: int, name: str) -> None:
+    """Refuse, before anything is enumerated, steps above `validation.MAX_STEPS` and a spec naming
+    more than `validation.MAX_RECORDED` steps (10**9 steps once took 9.6 GB to refuse)."""
+    check_int("steps", steps, 1, MAX_STEPS)
+    bound = record_points_bound(spec, steps)
+    if bound is not None and bound > MAX_RECORDED:
+        raise ValueError(f"{name}={spec!r} records up to {bound:,} steps of {steps:,}; at most "
+                         f"{MAX_RECORDED:,} (validation.MAX_RECORDED)")
+
+
 @dataclass(frozen=True)
 class TrajectoryConfig:
     dataset: str = "synthetic-x2"  # see data.DATASET_NAMES
@@ -130,6 +148,7 @@ class TrajectoryConfig:
     depth: int = 3                 # MLP hidden layers
     width: int = 300               # MLP hidden units per layer
     init: str = "torch"            # MLP initialisation: torch (PyTorch default) | he
+    base_channels: int = 64        # conv models: first stage's channels (64 = the paper's width)
     optimizer: str = "sgd"         # sgd | momentum (heavy ball) | adam
     lr: float = 0.05
     momentum: float = 0.9          # used by optimizer="momentum" only
@@ -177,7 +196,8 @@ class TrajectoryConfig:
         check_choice("model", self.model, MODEL_NAMES)
         check_choice("init", self.init, INITS)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        for name in ("steps", "batch_size", "depth", "width"):
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        for name in ("batch_size", "depth", "width", "base_channels"):
             check_int(name, getattr(self, name), 1)
         for name in ("seed", "eval_train_size", "eval_test_size"):
             check_int(name, getattr(self, name), 0)
@@ -190,6 +210,11 @@ class TrajectoryConfig:
         if self.fake_data and self.dataset in SYNTHETIC:
             raise ValueError(f"fake_data=True has no effect on {self.dataset!r}, which is "
                              f"generated, not read from files: use fake_data=False")
+        for name in CONV_FIELDS if self.model == "mlp" else ():
+            if getattr(self, name) != _DEFAULTS[name]:
+                raise ValueError(f"{name}={getattr(self, name)!r} is used by the convolutional "
+                                 f"models only ({', '.join(CONV_MODELS)}) and model='mlp' ignores "
+                                 f"it: leave {name} at its default {_DEFAULTS[name]!r}")
         if self.model != "mlp":
             for name in MLP_FIELDS:
                 if getattr(self, name) != _DEFAULTS[name]:
@@ -236,11 +261,11 @@ class Runtime:
     progress: bool = True                  # a bar, shown once a run has lasted a few seconds
     cache: str | None = None               # use | refresh | only (see `cache`); None: the
                                            # value of $ITERATION_ORDER_CACHE, else use
+    allow_long: bool | None = None         # consent to a run estimated above cost.LONG_RUN_HOURS;
+                                           # None: $ITERATION_ORDER_ALLOW_LONG (see `cost`)
 
     def __post_init__(self):
-        check_str("device", self.device)
-        if not _DEVICE.fullmatch(self.device):
-            raise ValueError(f"unknown device {self.device!r}; allowed: auto, cpu, cuda, cuda:N")
+        check_device("device", self.device)
         check_int("threads (0 = all cores)", self.threads, 0)
         check_choice("engine", self.engine, ENGINES)
         check_int("group_size (0 = fit to GPU memory)", self.group_size, 0)
@@ -250,16 +275,8 @@ class Runtime:
         check_bool("progress", self.progress)
         if self.cache is not None:  # None defers to the environment when a run starts
             cache_mode(self.cache)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available here; "
-                         f"use device='cpu' or 'auto'")
-    return dev
+        if self.allow_long is not None:
+            check_bool("allow_long", self.allow_long)
 
 
 def recorded_steps(config: TrajectoryConfig) -> list[int]:
@@ -269,13 +286,15 @@ def recorded_steps(config: TrajectoryConfig) -> list[int]:
 
 
 def result_path(config: TrajectoryConfig, runtime: Runtime) -> Path:
-    device = resolve_device(runtime.device).type
+    device = device_type(runtime.device)
     return Path(runtime.results_dir) / f"{config_hash(config.identity())}-{device}.json"
 
 
-def trajectory_fingerprint() -> str:
-    """The fingerprint every trajectory result carries (see `TRAJECTORY_MODULES`)."""
-    return code_fingerprint(TRAJECTORY_MODULES)
+def trajectory_fingerprint(config: TrajectoryConfig) -> str:
+    """The fingerprint a trajectory result of ``config`` carries: the code of `TRAJECTORY_MODULES`,
+    and of `CONV_MODULES` for a convolutional model."""
+    extra = CONV_MODULES if config.model in CONV_MODELS else ()
+    return code_fingerprint(TRAJECTORY_MODULES + extra)
 
 
 def describe_config(config: TrajectoryConfig) -> str:
@@ -320,7 +339,8 @@ def stored_trajectory(config: TrajectoryConfig, runtime: Runtime) -> dict | None
     """The valid cached result of ``config``, or None where `run_trajectory` would compute it
     (with one warning for an invalid file; ``cache='only'`` raises instead). The one check of a
     stored trajectory: `run_trajectory` and `run_many` both use it."""
-    result = read_valid(result_path(config, runtime), jsonable(config), trajectory_fingerprint(),
+    result = read_valid(result_path(config, runtime), jsonable(config),
+                        trajectory_fingerprint(config),
                         lambda r: _check_curves(config, r), runtime.cache, describe_config(config))
     return None if result is None else _decoded({**result, "from_cache": True})
 
@@ -399,12 +419,12 @@ def _free_bytes(device: torch.device) -> int:
 
 def prepare(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> Prepared:
     """Everything a run needs, on its device, seeded; no training happens here."""
-    device = resolve_device(runtime.device)
+    device = torch_device(runtime.device)
     threads = seed_everything(config.seed, runtime.threads)
     data = load_dataset(config.dataset, runtime.data_root, device, runtime.download,
                         config.fake_data, config.seed)
     model = build_model(config.model, data.input_shape, data.num_outputs, config.seed,
-                        config.depth, config.width, config.init).to(device)
+                        config.depth, config.width, config.init, config.base_channels).to(device)
     schedule = batch_schedule(data.num_train, config.batch_size, config.steps,
                               generator(config.seed, "schedule"))
     maps, state0 = _maps_and_state(config, model, data, schedule)
@@ -428,7 +448,7 @@ def run_trajectory(config: TrajectoryConfig, runtime: Runtime = Runtime()) -> di
     read back as NaN). ``runtime.cache`` says whether a stored result may be used (`cache`).
     """
     path = result_path(config, runtime)
-    return _decoded(cached(path, jsonable(config), trajectory_fingerprint(),
+    return _decoded(cached(path, jsonable(config), trajectory_fingerprint(config),
                            lambda: _train(config, runtime, path.stem),
                            lambda r: _check_curves(config, r), runtime.cache,
                            describe_config(config)))
@@ -484,7 +504,8 @@ def shard_path(config: TrajectoryConfig, runtime: Runtime, shard: Shard) -> Path
 def run_shard(config: TrajectoryConfig, runtime: Runtime, shard: Shard) -> dict:
     """One shard of a run, cached on its own (see `Shard`); `merge_shards` joins them."""
     identity = {**jsonable(config), "shard": [shard.first, shard.stop]}
-    return _decoded(cached(shard_path(config, runtime, shard), identity, trajectory_fingerprint(),
+    return _decoded(cached(shard_path(config, runtime, shard), identity,
+                           trajectory_fingerprint(config),
                            lambda: _train(config, runtime, result_path(config, runtime).stem,
                                           shard),
                            lambda r: _check_curves(config, r, shard), runtime.cache,
@@ -521,7 +542,7 @@ def merge_shards(config: TrajectoryConfig, runtime: Runtime, parts: list[dict]) 
         return out
 
     path = result_path(config, runtime)
-    return _decoded(cached(path, jsonable(config), trajectory_fingerprint(), merged,
+    return _decoded(cached(path, jsonable(config), trajectory_fingerprint(config), merged,
                            lambda r: _check_curves(config, r), runtime.cache,
                            describe_config(config)))
 
@@ -532,10 +553,23 @@ def _contiguous(covered: list, total: int) -> list[Shard]:
     return [Shard(a, b) for a, b in zip(starts, starts[1:] + [total])] if starts else []
 
 
+def _require_consent(config: TrajectoryConfig, runtime: Runtime) -> None:
+    """A direct run that plans many map applications is priced first and refused above
+    `cost.LONG_RUN_HOURS` without consent (`run_many` prices its runs itself and passes its
+    consent on). Cheap runs are not priced: pricing times a few steps."""
+    if runtime.allow_long or planned_applications(
+            config.order, config.steps, recorded_steps(config)) <= _CONSENT_CHECK_APPLICATIONS:
+        return
+    from .cost import check_consent, estimate_costs  # cost imports this module
+    check_consent(estimate_costs([config], runtime)[0].seconds, 1, runtime.allow_long)
+
+
 def _train(config: TrajectoryConfig, runtime: Runtime, key: str,
            shard: Shard | None = None) -> dict:
     """The recorded curves of one run (or of one shard of it), computed (the cache adds config
     and fingerprint)."""
+    if shard is None:
+        _require_consent(config, runtime)
     run = prepare(config, runtime)
     plan = [0] + run.steps
     shard = shard or Shard(0, len(plan))

@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["check_bool", "check_int", "check_number", "check_str", "check_choice", "check_list",
            "check_path", "check_identifier", "check_like", "describe_range", "NAME_PATTERN",
-           "check_name", "check_data_path", "markup_problem", "check_device", "MAX_STEPS",
+           "check_name", "check_data_path", "markup_problem", "MAX_STEPS",
            "MAX_RECORDED", "record_points_bound", "size_problems"]
 
 
@@ -227,17 +227,6 @@ def markup_problem(name: str, text: str) -> str | None:
 # ------------------------------------------------------------------------------------------------
 # Devices, and the size of a run: checked before anything is built (issue 21)
 # ------------------------------------------------------------------------------------------------
-
-_DEVICE_FORM = re.compile(r"auto|cpu|cuda|cuda:\d{1,3}")
-
-
-def check_device(name: str, value: Any) -> str:
-    """A device as the package names it: auto, cpu, cuda or cuda:N (checked before torch sees
-    it, so that ``tpu`` or ``cuda:abc`` is a message, not a torch traceback)."""
-    if not isinstance(value, str) or not _DEVICE_FORM.fullmatch(value):
-        _fail(name, "one of auto, cpu, cuda, cuda:N", value)
-    return value
-
 
 # The largest run a registry entry (or `book cost`) may ask for: far above the paper's (25,000
 # steps, a few thousand recorded), far below what would exhaust memory while a config is merely

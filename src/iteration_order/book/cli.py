@@ -14,7 +14,7 @@ import os
 from ..parallel import (ALLOW_LONG_ENV, EXECUTOR_ENV, EXECUTORS, LONG_RUN_HOURS, SHARDS_ENV,
                         run_device)
 from ..trajectory import Runtime
-from ..validation import check_device
+from ..devices import check_device
 from . import runner
 from .registry import (PROFILES, RegistryError, default_profile, load_pages,
                        use_default_data_root)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from ..cost import CostEstimate, estimate_costs, format_seconds
 from ..orders import Forward, as_order
-from ..trajectory import Runtime, TrajectoryConfig, resolve_device
-from ..validation import check_device, size_problems
+from ..devices import check_device, torch_device
+from ..trajectory import Runtime, TrajectoryConfig
+from ..validation import size_problems
 from .orders import OrdersExperiment
 from .registry import ROOT, load_pages, resolved_parameters
 
@@ -62,7 +63,7 @@ def page_costs(profile: str, device: str = "cpu", pages: list[str] | None = None
     Each run is timed as the book runs it on one process: one thread on a CPU (what
     ``run --jobs N`` gives each worker), and the page's own ``engine`` setting."""
     check_device("device", device)  # 'tpu', 'cuda:abc': a message, not a torch traceback
-    resolve_device(device)  # a CUDA request without CUDA fails here, before any warm-up
+    torch_device(device)  # a CUDA request without CUDA fails here, before any warm-up
     registry = load_pages()
     unknown = [p for p in pages or [] if p not in registry]
     if unknown:

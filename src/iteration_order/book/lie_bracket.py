@@ -41,8 +41,8 @@ from ..maps import initial_state, sgd_maps
 from ..models import MLP
 from ..orders import iterates
 from .plots import ORDER_COLOURS
-from ..trajectory import (TRAJECTORY_MODULES, Runtime, TrajectoryConfig, parse_record, prepare,
-                          resolve_device)
+from ..devices import device_type
+from ..trajectory import TRAJECTORY_MODULES, Runtime, TrajectoryConfig, parse_record, prepare
 from ..validation import check_choice, check_int, check_list, check_number
 
 __all__ = ["LieStudy", "run_study", "fitted_slope", "crossover", "useful_limit", "h3_line",
@@ -345,7 +345,7 @@ def run_study(study: LieStudy, runtime: Runtime = Runtime()) -> dict:
     the errors' log-log slopes on the ``fit_points`` smallest h, and the `crossover` h. A stored study is used only while valid for this study and code (`cache`;
     ``runtime.cache``).
     """
-    device = resolve_device(runtime.device).type
+    device = device_type(runtime.device)
     path = Path(runtime.results_dir) / "lie" / f"{config_hash(study.identity())}-{device}.json"
     result = cached(path, jsonable(study), code_fingerprint(MODULES),
                     lambda: _measure(study, runtime, path.stem), lambda r: _check_study(study, r),
@@ -373,7 +373,7 @@ def _check_study(study: LieStudy, result: dict) -> None:
 
 def _measure(study: LieStudy, runtime: Runtime, key: str) -> dict:
     """The study's numbers, computed (the cache adds config and fingerprint)."""
-    device = resolve_device(runtime.device).type
+    device = device_type(runtime.device)
     start = time.perf_counter()
     problem = _problem(study, runtime)
     along, sweep_at = study.steps, list(study.sweep_at)

@@ -22,7 +22,7 @@ from ..parallel import run_many
 from ..stability import (MIN_TAIL_STEPS, common_tail, detrended_spread, diverged_at,
                          displacement_decay, final_value, ratio, stability_row, tail_median,
                          total_variation)
-from ..trajectory import MLP_FIELDS, Runtime, TrajectoryConfig
+from ..trajectory import CONV_FIELDS, MLP_FIELDS, Runtime, TrajectoryConfig
 from ..validation import check_list, check_number
 from .numbers import add_ranges, interval_text, p_text, plural, sig
 
@@ -48,6 +48,7 @@ class OrdersExperiment:
     depth: int = 5
     width: int = 500
     init: str = "torch"
+    base_channels: int = 64  # convolutional models: first stage's channels (64 = the paper's)
     optimizer: str = "sgd"
     fake_data: bool = False
     record: str = "every:1"
@@ -81,12 +82,11 @@ class OrdersExperiment:
         return cls(**{k: v for k, v in params.items() if k in fields})
 
     def config(self, seed: int, order: str) -> TrajectoryConfig:
-        """One run's config. The MLP's fields go to the MLP only: every page of the template
-        inherits its ``depth``, ``width`` and ``init`` defaults, which a ResNet page does not use
-        and `TrajectoryConfig` would refuse away from their defaults."""
+        """One run's config. The MLP's fields go to the MLP only, and ``base_channels`` to the
+        convolutional models only: every page of the template inherits both defaults, which the
+        other kind of model does not use and `TrajectoryConfig` would refuse away from them."""
         fields = {f.name for f in dataclasses.fields(TrajectoryConfig)}
-        if self.model != "mlp":
-            fields -= set(MLP_FIELDS)
+        fields -= set(MLP_FIELDS if self.model != "mlp" else CONV_FIELDS)
         shared = {k: v for k, v in dataclasses.asdict(self).items() if k in fields}
         return TrajectoryConfig(**{**shared, "seed": seed, "order": order})
 
@@ -321,6 +321,10 @@ def page_numbers(experiment: OrdersExperiment, results: dict) -> dict:
         if results[(experiment.seeds[0], order)]["test_acc"][-1] is not None:
             accs = [final_value(r, "test_acc") * 100 for r in own]
             numbers[f"{key}_acc_final_min"], numbers[f"{key}_acc_final_max"] = span(accs)
+            train_accs = [final_value(r, "train_acc") * 100 for r in own]
+            numbers[f"{key}_train_acc_final_min"], numbers[f"{key}_train_acc_final_max"] = \
+                span(train_accs)
+        numbers.update(_tail_level(experiment, results, order))
         if order == reference:
             continue
         rows = table.xs(order, level="order")
@@ -343,6 +347,34 @@ def page_numbers(experiment: OrdersExperiment, results: dict) -> dict:
     if len(experiment.orders) == 3:
         numbers.update(_second_against_third(experiment, results))
     return add_ranges(numbers, range_reference, _percent)
+
+
+# classes of the classification sets, for the loss of a uniform guess (ln C); a subset has its set's
+_CLASSES = {"fashionmnist": 10, "cifar10": 10, "cifar10-subset": 10, "cifar100": 100}
+
+
+def _tail_level(experiment: "OrdersExperiment", results: dict, order: str) -> dict:
+    """How far training got: per seed the median train loss of ``order`` over the tail steps that
+    every order of the page recorded (``<order>_tail_loss_min``/``max``), and on a classification
+    set that median over ln C, the loss of a uniform guess over its C classes
+    (``<order>_tail_loss_chance_min``/``max``, with ``chance_loss`` = ln C)."""
+    key, levels = order_key(order), []
+    for seed in experiment.seeds:
+        runs = [results[(seed, o)] for o in experiment.orders]
+        if any(r.get("diverged_at") is not None for r in runs):
+            continue
+        steps = set(common_tail(runs[0], runs[0], experiment.tail))
+        for other in runs[1:]:
+            steps &= set(common_tail(runs[0], other, experiment.tail))
+        levels.append(tail_median(results[(seed, order)], "train_loss", sorted(steps)))
+    out: dict = {}
+    out[f"{key}_tail_loss_min"], out[f"{key}_tail_loss_max"] = span(levels)
+    classes = _CLASSES.get(experiment.dataset)
+    if classes is not None:
+        out["chance_loss"] = math.log(classes)
+        out[f"{key}_tail_loss_chance_min"], out[f"{key}_tail_loss_chance_max"] = span(
+            [v / math.log(classes) for v in levels])
+    return out
 
 
 def _second_against_third(experiment: OrdersExperiment, results: dict) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..devices import here
 
 __all__ = ["provenance", "run_devices", "git_commit", "MixedDevicesError"]
 
@@ -78,4 +79,4 @@ def provenance(results: Iterable[dict] | None = None, allow_mixed: bool = False)
 
 
 def _here() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return here()

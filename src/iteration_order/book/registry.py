@@ -254,8 +254,8 @@ def use_default_data_root() -> None:
 
 def default_profile() -> str:
     """cpu without CUDA, paper with it."""
-    import torch
-    return "paper" if torch.cuda.is_available() else "cpu"
+    from ..devices import cuda_here
+    return "paper" if cuda_here() else "cpu"
 
 
 def template_path(name: str, path: Path | None = None) -> Path:

@@ -33,9 +33,10 @@ from pathlib import Path
 import nbformat
 
 from ..cache import CACHE_ENV, RESULTS_ENV
-from ..parallel import DEVICE_ENV, EXECUTOR_ENV, SHARDS_ENV, executor_choice, shard_count
+from ..devices import DEVICE_ENV, computable_here
+from ..parallel import EXECUTOR_ENV, SHARDS_ENV, executor_choice, shard_count
 from ..cost import format_seconds
-from ..trajectory import MLP_FIELDS
+from ..trajectory import CONV_FIELDS, MLP_FIELDS
 from .studies import check_registry
 from .registry import (PARTS, PROFILES, ROOT, RUNTIME_PARAMETERS, RegistryError,
                        checked_parameters, departures, load_pages, page,
@@ -151,7 +152,7 @@ def _header(name: str, profile: str, params: dict, wall: float, day: str,
                 if k not in params and k not in RUNTIME_PARAMETERS}
     # a model other than the MLP never receives the MLP's fields (see OrdersExperiment.config)
     model = params.get("model", all_defaults.get("model", "mlp"))
-    unused = set(MLP_FIELDS) if model != "mlp" else set()
+    unused = set(MLP_FIELDS) if model != "mlp" else set(CONV_FIELDS)
     rows = "\n".join(
         [_row(k, v, "this page", k in unused) for k, v in params.items()]
         + [_row(k, v, "template default", k in unused) for k, v in defaults.items()])
@@ -406,8 +407,6 @@ def _run_settings(profile: str, executor: str | None, shards: int | None,
                   device: str | None) -> tuple[dict, str | None]:
     """The environment the page kernels get (checked here, before anything runs) and the device
     the pages render from when it is not here (None when they compute where needed)."""
-    import torch
-
     settings = {EXECUTOR_ENV: executor_choice(executor), SHARDS_ENV: str(shard_count(shards))}
     device = device or PROFILE_DEVICE.get(profile, "auto")
     if device not in DEVICES:
@@ -415,7 +414,7 @@ def _run_settings(profile: str, executor: str | None, shards: int | None,
     if device == "auto":
         return settings, None
     settings[DEVICE_ENV] = device
-    if device == "cpu" or torch.cuda.is_available():
+    if computable_here(device):
         return settings, None
     # no CUDA here: the pages read the GPU's results and compute nothing
     mode = os.environ.get(CACHE_ENV, "").strip()
