@@ -202,6 +202,8 @@ def departures(name: str, profile: str, path: Path | None = None) -> list[str]:
     Each item is markdown; a structured value (a study's list of runs) becomes nested bullets."""
     _check_profile(profile)
     mine, paper = parameters(name, profile, path), parameters(name, "paper", path)
+    # a parameter the paper profile leaves out takes the template's default there
+    paper = {**template_defaults(template_path(name, path)), **paper}
     stated = set(page(name, path).get("paper_states", []))
     lines = [_departure(k, mine[k], paper.get(k), k in stated) for k in mine
              if mine[k] != paper.get(k) and k not in HOW_IT_RUNS]
