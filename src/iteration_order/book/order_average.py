@@ -419,6 +419,21 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
     the large batch at rate h/c: ``slow_diff_text``, ``slow_ratio_min``; and
     as text, ``seeds_text``, ``sigma_text``, ``correction_per_pair_text`` and
     ``correction_cos_text`` and ``large_test_text``."""
+    # each part of the page's prose has its own helper; their keys are merged in the order the
+    # page quotes them
+    numbers = _settings_numbers(experiment, results)
+    numbers.update(_correction_numbers(experiment, start, threshold))
+    numbers.update(_divergence_numbers(experiment, results, threshold))
+    table = differences_table(experiment, results, tail)
+    numbers.update(_large_batch_numbers(experiment, results, tail))
+    numbers.update(_second_order_numbers(experiment, results, table, tail))
+    numbers.update(_group_numbers(table))
+    return add_ranges(numbers, _reference)
+
+
+def _settings_numbers(experiment: OrderAverageExperiment, results: dict) -> dict:
+    """The run's settings as the page states them: rate, steps, seeds, batch size (the most
+    common one, with the c whose rounding to a multiple of c differs), images and recording."""
     numbers: dict = {"lr": experiment.lr, "steps": experiment.steps,
                      "seeds_n": len(experiment.seeds),
                      "seeds_text": "one seed" if len(experiment.seeds) == 1 else
@@ -430,8 +445,14 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
     numbers["eval_test_text"] = _subset(experiment.eval_test_size, "test")
     first = results[(experiment.seeds[0], experiment.splits[0], LARGE)]
     numbers["record_text"] = describe_steps(first["recorded_steps"])
+    return numbers
 
-    # the correction at θ_0, seed by seed
+
+def _correction_numbers(experiment: OrderAverageExperiment, start: pd.DataFrame,
+                        threshold: float) -> dict:
+    """The correction at θ_0, seed by seed (``start`` is `corrections_at_start`), and its ratio
+    to the step at a load equal to ``threshold``: the size the divergences are set against."""
+    numbers: dict = {}
     by_c = start["ratio"].groupby(level="c")
     numbers["correction_ratio_text"] = (
         _listed([_range_text(by_c.min()[c], by_c.max()[c], ".2f") for c in experiment.splits])
@@ -445,15 +466,24 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
                                                  numbers["correction_cos_max"], ".2f", " to ")
     numbers["threshold_ratio_min"] = threshold * per_pair[0]
     numbers["threshold_ratio_max"] = threshold * per_pair[1]
+    return numbers
 
-    # the divergences
+
+def _divergence_numbers(experiment: OrderAverageExperiment, results: dict,
+                        threshold: float) -> dict:
+    """`divergence_summary`, its ``threshold`` renamed ``load_threshold`` (the glue key the page
+    uses) and led by the rule in words."""
     divergence = divergence_summary(experiment, results, threshold)
-    numbers["load_threshold"] = divergence.pop("threshold")
-    numbers["load_rule"] = f"λ·c(c−1) ≥ {threshold:g}h²"
+    numbers = {"load_threshold": divergence.pop("threshold"),
+               "load_rule": f"λ·c(c−1) ≥ {threshold:g}h²"}
     numbers.update(divergence)
+    return numbers
 
-    # the differences against the large batch, against its own fluctuation
-    table = differences_table(experiment, results, tail)
+
+def _large_batch_numbers(experiment: OrderAverageExperiment, results: dict, tail: float) -> dict:
+    """The large batch's final test loss and its own fluctuation σ over the window, with the
+    window's steps: the scale every difference is judged against."""
+    numbers: dict = {}
     larges = [results[(s, c, LARGE)] for s in experiment.seeds for c in experiment.splits]
     numbers["large_test_min"], numbers["large_test_max"] = span(
         [r["test_loss"][-1] for r in larges])
@@ -468,23 +498,45 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
     window = sorted({n for r in larges for n in _tail_steps(r, tail)})
     numbers["sigma_first_step"], numbers["sigma_last_step"] = window[0], window[-1]
     numbers["sigma_tail"] = tail
-    names = table.index.get_level_values("variant")
-    second = table[names != LARGE_SLOW]
+    return numbers
+
+
+def _second_order_numbers(experiment: OrderAverageExperiment, results: dict,
+                          table: pd.DataFrame, tail: float) -> dict:
+    """The runs that differ from the large step only at second order in h (all but the large
+    batch at h/c): how many, how far their differences go in σ and in steps of the large batch's
+    descent, and which are steady against their own difference curve's fluctuation."""
+    numbers: dict = {}
+    second = table[table.index.get_level_values("variant") != LARGE_SLOW]
     numbers["second_n"] = len(second)
     numbers["second_ratio_max"] = float(second["|difference| / σ"].max()) if len(second) \
         else math.nan
     numbers["second_beyond_k"] = int(second["beyond σ"].sum())
     steady = second[second["test loss − large"].abs() > second["σ of difference"]]
     numbers["paired_beyond_k"] = len(steady)
-    groups_text = []
-    for (seed, c), part in steady.groupby(level=["seed", "c"], sort=True):
-        where = (f"seed {seed}, " if len(experiment.seeds) > 1 else "") + f"c = {c}"
-        groups_text.append(f"{where}: {_listed(list(part.index.get_level_values('variant')))}")
-    numbers["paired_beyond_text"] = "; ".join(groups_text) or "none"
+    numbers["paired_beyond_text"] = _steady_text(steady, several_seeds=len(experiment.seeds) > 1)
     descent = {(s, c): _descent_per_step(results[(s, c, LARGE)], tail)
                for s in experiment.seeds for c in experiment.splits}
     in_steps = [abs(d) / descent[(s, c)] for (s, c, _), d in second["test loss − large"].items()]
     numbers["second_steps_max"] = max(in_steps) if in_steps else math.nan
+    return numbers
+
+
+def _steady_text(steady: pd.DataFrame, several_seeds: bool) -> str:
+    """'c = 2: small and λ = 1h²; c = 3: …' (each part led by its seed when there are several),
+    or 'none'."""
+    groups_text = []
+    for (seed, c), part in steady.groupby(level=["seed", "c"], sort=True):
+        where = (f"seed {seed}, " if several_seeds else "") + f"c = {c}"
+        groups_text.append(f"{where}: {_listed(list(part.index.get_level_values('variant')))}")
+    return "; ".join(groups_text) or "none"
+
+
+def _group_numbers(table: pd.DataFrame) -> dict:
+    """The range of the differences per group of variants (``second_`` all second-order runs
+    together), and the large batch at h/c, which differs at first order and is quoted apart."""
+    numbers: dict = {}
+    names = table.index.get_level_values("variant")
     groups = {"small": names == SMALL, "average": names == AVERAGE,
               "natural": names == NATURAL,
               "grid": [n not in (LARGE_SLOW, SMALL, AVERAGE, NATURAL) for n in names]}
@@ -500,7 +552,7 @@ def page_numbers(experiment: OrderAverageExperiment, results: dict, start: pd.Da
         [f"{_range_text(slow_by_c.min()[c], slow_by_c.max()[c], '.2f')} for c = {c}"
          for c in slow_by_c.groups]) if len(slow) else "not run"
     numbers["slow_ratio_min"] = float(slow["|difference| / σ"].min()) if len(slow) else math.nan
-    return add_ranges(numbers, _reference)
+    return numbers
 
 
 def _reference(prefix: str) -> float | None:

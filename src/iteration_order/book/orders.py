@@ -299,54 +299,79 @@ def page_numbers(experiment: OrdersExperiment, results: dict) -> dict:
     reference = experiment.orders[0]
     table = stability_table(experiment, results)
     claims = page_claims(table, reference)
+    # each order's own numbers, then, for a compared order, its claims against the reference
     for order in experiment.orders:
-        key = order_key(order)
-        decays = [results[(s, order)] for s in experiment.seeds]
-        own = [r for r in decays if r.get("diverged_at") is None]
-        values = [displacement_decay(r) for r in own]
-        numbers[f"{key}_decay_own_min"], numbers[f"{key}_decay_own_max"] = span(values)
-        numbers[f"{key}_decay_grows_k"] = sum(v > 1 for v in values)
-        trends = [moves_trend(results[(s, order)], order) for s in experiment.seeds]
-        growth = [t["growth"] for t in trends]
-        numbers[f"{key}_moves_growth_min"], numbers[f"{key}_moves_growth_max"] = span(growth)
-        numbers[f"{key}_moves_growth_k"] = sum(g > 1 for g in growth)
-        numbers[f"{key}_moves_growth_n"] = sum(g == g for g in growth)
-        numbers[f"{key}_moves_rho_min"], numbers[f"{key}_moves_rho_max"] = \
-            span([t["rho"] for t in trends])
-        notes = list(dict.fromkeys(t["note"] for t in trends if t["note"]))
-        numbers[f"{key}_moves_note"] = "; ".join(notes) or (
-            f"within one regime (moves spanning the change at step "
-            f"{regime_changes(order, experiment.steps)[0]} left out)"
-            if regime_changes(order, experiment.steps) else "within one regime")
-        if results[(experiment.seeds[0], order)]["test_acc"][-1] is not None:
-            accs = [final_value(r, "test_acc") * 100 for r in own]
-            numbers[f"{key}_acc_final_min"], numbers[f"{key}_acc_final_max"] = span(accs)
-            train_accs = [final_value(r, "train_acc") * 100 for r in own]
-            numbers[f"{key}_train_acc_final_min"], numbers[f"{key}_train_acc_final_max"] = \
-                span(train_accs)
-        numbers.update(_tail_level(experiment, results, order))
-        if order == reference:
-            continue
-        rows = table.xs(order, level="order")
-        numbers[f"{key}_tail_steps_min"] = int(rows["tail steps"].min())
-        numbers[f"{key}_tail_steps_max"] = int(rows["tail steps"].max())
-        numbers[f"{key}_divergence"] = claims.xs(order, level="order")["divergence"].iloc[0] \
-            or "no run diverged"
-        for claim, short in CLAIM_KEYS.items():
-            if (order, claim) not in claims.index:
-                continue
-            row = claims.loc[(order, claim)].to_dict()
-            per_seed = [float(v) if v != "n/a" else float("nan")
-                        for v in row["per seed"].split(", ")]
-            prefix = f"{key}_{short}"
-            numbers.update({f"{prefix}_n": int(row["n"]), f"{prefix}_k": int(row["holds"]),
-                            f"{prefix}_p": row["sign p"], f"{prefix}_gm": row["ratio"],
-                            f"{prefix}_evidence": _evidence_text(row),
-                            f"{prefix}_interval": _interval_text(row)})
-            numbers[f"{prefix}_min"], numbers[f"{prefix}_max"] = span(per_seed)
+        numbers.update(_order_numbers(experiment, results, order))
+        if order != reference:
+            numbers.update(_comparison_numbers(table, claims, order))
     if len(experiment.orders) == 3:
         numbers.update(_second_against_third(experiment, results))
     return add_ranges(numbers, range_reference, _percent)
+
+
+def _order_numbers(experiment: OrdersExperiment, results: dict, order: str) -> dict:
+    """One order's own numbers (``<order>_`` keys): its displacement decay and the trend of its
+    moves, its final accuracies (classification only) and its tail level, each over the seeds
+    whose run did not diverge (the moves' trend says itself why it is undefined)."""
+    key = order_key(order)
+    runs = [results[(s, order)] for s in experiment.seeds]
+    own = [r for r in runs if r.get("diverged_at") is None]
+    values = [displacement_decay(r) for r in own]
+    numbers: dict = {}
+    numbers[f"{key}_decay_own_min"], numbers[f"{key}_decay_own_max"] = span(values)
+    numbers[f"{key}_decay_grows_k"] = sum(v > 1 for v in values)
+    numbers.update(_moves_numbers(key, order, runs, experiment.steps))
+    if results[(experiment.seeds[0], order)]["test_acc"][-1] is not None:
+        accs = [final_value(r, "test_acc") * 100 for r in own]
+        numbers[f"{key}_acc_final_min"], numbers[f"{key}_acc_final_max"] = span(accs)
+        train_accs = [final_value(r, "train_acc") * 100 for r in own]
+        numbers[f"{key}_train_acc_final_min"], numbers[f"{key}_train_acc_final_max"] = \
+            span(train_accs)
+    numbers.update(_tail_level(experiment, results, order))
+    return numbers
+
+
+def _moves_numbers(key: str, order: str, runs: list[dict], steps: int) -> dict:
+    """`moves_trend` over the seeds' ``runs`` of one order: the range of the growth and of ρ,
+    on how many seeds the moves grow, and the window in words (or why it is undefined)."""
+    numbers: dict = {}
+    trends = [moves_trend(r, order) for r in runs]
+    growth = [t["growth"] for t in trends]
+    numbers[f"{key}_moves_growth_min"], numbers[f"{key}_moves_growth_max"] = span(growth)
+    numbers[f"{key}_moves_growth_k"] = sum(g > 1 for g in growth)
+    numbers[f"{key}_moves_growth_n"] = sum(g == g for g in growth)
+    numbers[f"{key}_moves_rho_min"], numbers[f"{key}_moves_rho_max"] = \
+        span([t["rho"] for t in trends])
+    notes = list(dict.fromkeys(t["note"] for t in trends if t["note"]))
+    numbers[f"{key}_moves_note"] = "; ".join(notes) or (
+        f"within one regime (moves spanning the change at step "
+        f"{regime_changes(order, steps)[0]} left out)"
+        if regime_changes(order, steps) else "within one regime")
+    return numbers
+
+
+def _comparison_numbers(table: pd.DataFrame, claims: pd.DataFrame, order: str) -> dict:
+    """A compared order against the reference: its shared tail steps, its divergence note and,
+    per claim it has (``<order>_<claim>_`` keys), the evidence of `claims.page_claims`."""
+    key = order_key(order)
+    rows = table.xs(order, level="order")
+    numbers: dict = {f"{key}_tail_steps_min": int(rows["tail steps"].min()),
+                     f"{key}_tail_steps_max": int(rows["tail steps"].max()),
+                     f"{key}_divergence": claims.xs(order, level="order")["divergence"].iloc[0]
+                     or "no run diverged"}
+    for claim, short in CLAIM_KEYS.items():
+        if (order, claim) not in claims.index:
+            continue
+        row = claims.loc[(order, claim)].to_dict()
+        per_seed = [float(v) if v != "n/a" else float("nan")
+                    for v in row["per seed"].split(", ")]
+        prefix = f"{key}_{short}"
+        numbers.update({f"{prefix}_n": int(row["n"]), f"{prefix}_k": int(row["holds"]),
+                        f"{prefix}_p": row["sign p"], f"{prefix}_gm": row["ratio"],
+                        f"{prefix}_evidence": _evidence_text(row),
+                        f"{prefix}_interval": _interval_text(row)})
+        numbers[f"{prefix}_min"], numbers[f"{prefix}_max"] = span(per_seed)
+    return numbers
 
 
 # classes of the classification sets, for the loss of a uniform guess (ln C); a subset has its set's

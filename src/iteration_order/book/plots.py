@@ -214,28 +214,11 @@ def plot_curves(results: dict, seeds, orders, log_loss: bool = True, tail: float
                                           _ROW_HEIGHT * len(seeds) + 0.7), layout="constrained")
         for row, seed in enumerate(seeds):
             shared = shared_steps(results, seed, orders)
-            spacing = describe_steps(shared)
-            marker = "o" if len(shared) <= _MARKERS_UP_TO else None
             for col, (key, title) in enumerate(metrics):
                 ax = axes[row][col]
                 ax.axvspan(start, total, color=_TAIL_COLOUR, lw=0, zorder=0, gid="tail",
                            label=f"last {tail:.0%} of training (window of the statistics)")
-                for rank, order in enumerate(orders):
-                    r, colour = results[(seed, order)], _colour(order)
-                    if background and len(set(r["recorded_steps"]) - set(shared)) > 0:
-                        steps = [int(n) for n in r["recorded_steps"]]
-                        ax.plot(steps, _values(r, key, steps), color=colour, lw=0.5, alpha=0.3,
-                                zorder=1, gid=f"background:{order}",
-                                label=f"{order_label(order)}, {describe_steps(steps)} "
-                                      f"(background)")
-                    # the reference wider and underneath: where lines coincide both show
-                    ax.plot(shared, _values(r, key, shared), color=colour,
-                            lw=1.5 if rank == 0 else 0.9, zorder=2 + rank, marker=marker, ms=2,
-                            gid=f"main:{order}", label=f"{order_label(order)}, {spacing}")
-                    for step in _marks(order):
-                        ax.axvline(step, color="0.3", ls="--", lw=0.8, zorder=1.5,
-                                   gid=f"mark:{order}", label=_mark_label(order))
-                    _mark_divergence(ax, r, key, order, colour, zorder=2 + len(orders))
+                _draw_orders(ax, results, seed, orders, key, shared, background)
                 if log_loss and key.endswith("loss"):
                     ax.set_yscale("log")
                     _plain_log_ticks(ax)
@@ -243,18 +226,49 @@ def plot_curves(results: dict, seeds, orders, log_loss: bool = True, tail: float
                 ax.set_xlim(0, total)
                 if row == len(seeds) - 1:
                     ax.set_xlabel("step")
-        handles, labels = {}, []
-        for ax in axes.flat:
-            for handle, label in zip(*ax.get_legend_handles_labels()):
-                if label not in handles:
-                    handles[label] = handle
-                    labels.append(label)
-        order_of = {"main": 0, "background": 1, "diverged": 2, "mark": 3, "tail": 4}
-        labels.sort(key=lambda lab: order_of.get((handles[lab].get_gid() or "").split(":")[0], 5))
-        fig.legend([handles[lab] for lab in labels], labels, loc="outside upper center",
-                   ncol=2 if len(labels) > 2 else len(labels), frameon=False,
-                   handlelength=1.8, columnspacing=1.5)
+        _curves_legend(fig, axes)  # inside the rc context: the legend takes its font size
     return fig
+
+
+def _draw_orders(ax, results: dict, seed, orders: list, key: str, shared: list[int],
+                 background: bool) -> None:
+    """One panel's lines: every order through the ``shared`` steps, the reference wider and
+    underneath; with ``background``, an order's further recorded steps as a faint line; its
+    reset or switch steps; and where a run diverged."""
+    spacing = describe_steps(shared)
+    marker = "o" if len(shared) <= _MARKERS_UP_TO else None
+    for rank, order in enumerate(orders):
+        r, colour = results[(seed, order)], _colour(order)
+        if background and len(set(r["recorded_steps"]) - set(shared)) > 0:
+            steps = [int(n) for n in r["recorded_steps"]]
+            ax.plot(steps, _values(r, key, steps), color=colour, lw=0.5, alpha=0.3,
+                    zorder=1, gid=f"background:{order}",
+                    label=f"{order_label(order)}, {describe_steps(steps)} "
+                          f"(background)")
+        # the reference wider and underneath: where lines coincide both show
+        ax.plot(shared, _values(r, key, shared), color=colour,
+                lw=1.5 if rank == 0 else 0.9, zorder=2 + rank, marker=marker, ms=2,
+                gid=f"main:{order}", label=f"{order_label(order)}, {spacing}")
+        for step in _marks(order):
+            ax.axvline(step, color="0.3", ls="--", lw=0.8, zorder=1.5,
+                       gid=f"mark:{order}", label=_mark_label(order))
+        _mark_divergence(ax, r, key, order, colour, zorder=2 + len(orders))
+
+
+def _curves_legend(fig, axes) -> None:
+    """One legend above the grid: each label once (panels repeat them), main lines first, then
+    background lines, divergences, reset or switch marks and the tail window."""
+    handles, labels = {}, []
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = handle
+                labels.append(label)
+    order_of = {"main": 0, "background": 1, "diverged": 2, "mark": 3, "tail": 4}
+    labels.sort(key=lambda lab: order_of.get((handles[lab].get_gid() or "").split(":")[0], 5))
+    fig.legend([handles[lab] for lab in labels], labels, loc="outside upper center",
+               ncol=2 if len(labels) > 2 else len(labels), frameon=False,
+               handlelength=1.8, columnspacing=1.5)
 
 
 def _mark_divergence(ax, result: dict, key: str, order: str, colour, zorder: float) -> None:
@@ -403,8 +417,6 @@ def plot_claims(claims, ratios_by_page: dict, shown: list[str], level: float = 0
 
     ``claims``: `summary.claims_table`; ``ratios_by_page``: page -> `summary.claim_ratios` of its
     stability table."""
-    import textwrap
-
     unknown = [c for c in shown if c not in set(claims.index.get_level_values("claim"))]
     if unknown:
         raise ValueError(f"claims not in the table: {unknown}; allowed: "
@@ -422,39 +434,55 @@ def plot_claims(claims, ratios_by_page: dict, shown: list[str], level: float = 0
         for ax, claim in zip(axes[0], shown):
             drawn = [1.0]  # the no-effect line is always in view
             for y, (name, order) in enumerate(rows):
-                per_seed = ratios_by_page[name]
-                row = claims.loc[(name, order, claim)] if (name, order, claim) in claims.index \
-                    else None
-                if row is None or row["n"] == 0:  # no ratio: say why instead of drawing one
-                    ax.text(0.5, y, "not measured" if row is None else "cannot test",
-                            transform=ax.get_yaxis_transform(), ha="center", va="center",
-                            color="0.3", gid="not-measured" if row is None else "cannot-test",
-                            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
-                    continue
-                values = per_seed.xs(order, level="order")[claim].to_numpy(dtype=float)
-                values = values[np.isfinite(values) & (values > 0)]
-                drawn += list(values) + [v for v in (row["low"], row["high"], row["ratio"])
-                                         if np.isfinite(v) and v > 0]
-                ax.scatter(values, np.full(len(values), y) + np.linspace(-0.12, 0.12, len(values)),
-                           s=14, color=ORDER_COLOURS["backward"], alpha=0.85, zorder=3,
-                           linewidths=0, gid="seed")
-                if np.isfinite(row["low"]):
-                    ax.errorbar(row["ratio"], y + 0.3, fmt="none", ecolor="black", capsize=2,
-                                lw=0.9, xerr=[[row["ratio"] - row["low"]],
-                                              [row["high"] - row["ratio"]]], gid="interval")
-                if np.isfinite(row["ratio"]):
-                    ax.scatter([row["ratio"]], [y + 0.3], marker="D", s=16, color="black",
-                               zorder=4, gid="mean")
-            ax.axvline(1, color="grey", ls="--", lw=0.8)
-            ax.set_xscale("log")
-            low, high = min(drawn) / 1.6, max(drawn) * 1.6
-            ax.set_xlim(low, high)
-            ax.xaxis.set_major_locator(FixedLocator(_ratio_ticks(low, high)))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_title(textwrap.fill(claim, 20), loc="left")
-            ax.set_xlabel("other / forward")
-            ax.grid(axis="y", color="0.92", lw=0.6)
+                drawn += _draw_claim_row(ax, claims, ratios_by_page[name], (name, order, claim),
+                                         y)
+            _claim_axis(ax, claim, drawn)
         axes[0][0].set_yticks(range(len(rows)), labels)
         axes[0][0].set_ylim(len(rows) - 0.5, -0.6)
     return fig
+
+
+def _draw_claim_row(ax, claims, per_seed, key: tuple, y: int) -> list[float]:
+    """One row of a claim's panel at height ``y``: the per-seed ratios (``per_seed``: the page's
+    `summary.claim_ratios`), the geometric mean and its interval where there is one, or why
+    there is no ratio. Returns the values drawn, which the axis limits must show."""
+    _, order, claim = key
+    row = claims.loc[key] if key in claims.index else None
+    if row is None or row["n"] == 0:  # no ratio: say why instead of drawing one
+        ax.text(0.5, y, "not measured" if row is None else "cannot test",
+                transform=ax.get_yaxis_transform(), ha="center", va="center",
+                color="0.3", gid="not-measured" if row is None else "cannot-test",
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+        return []
+    values = per_seed.xs(order, level="order")[claim].to_numpy(dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    drawn = list(values) + [v for v in (row["low"], row["high"], row["ratio"])
+                            if np.isfinite(v) and v > 0]
+    ax.scatter(values, np.full(len(values), y) + np.linspace(-0.12, 0.12, len(values)),
+               s=14, color=ORDER_COLOURS["backward"], alpha=0.85, zorder=3,
+               linewidths=0, gid="seed")
+    if np.isfinite(row["low"]):
+        ax.errorbar(row["ratio"], y + 0.3, fmt="none", ecolor="black", capsize=2,
+                    lw=0.9, xerr=[[row["ratio"] - row["low"]],
+                                  [row["high"] - row["ratio"]]], gid="interval")
+    if np.isfinite(row["ratio"]):
+        ax.scatter([row["ratio"]], [y + 0.3], marker="D", s=16, color="black",
+                   zorder=4, gid="mean")
+    return drawn
+
+
+def _claim_axis(ax, claim: str, drawn: list[float]) -> None:
+    """A claim panel's axis: the no-effect line at 1, a log scale just wider than every value
+    ``drawn``, with a few plain ticks a narrow panel can hold, and the claim as its title."""
+    import textwrap
+
+    ax.axvline(1, color="grey", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    low, high = min(drawn) / 1.6, max(drawn) * 1.6
+    ax.set_xlim(low, high)
+    ax.xaxis.set_major_locator(FixedLocator(_ratio_ticks(low, high)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_title(textwrap.fill(claim, 20), loc="left")
+    ax.set_xlabel("other / forward")
+    ax.grid(axis="y", color="0.92", lw=0.6)

@@ -314,16 +314,39 @@ def sharpness_numbers(experiment: SharpnessExperiment, results: dict, prefix: st
     and for non-reference orders ``rot_med_vs_ref``, ``sub_med_vs_ref``: pooled median over the
     reference order's.
     """
-    reference = experiment.orders[0]
-    any_run = results[(experiment.seeds[0], reference)]
+    # the tables over all orders are computed once; each order's keys follow in order
+    n = _probe_settings(experiment, results)
+    n.update(_settle_numbers(experiment, results))
+    tables = (rotation_table(experiment, results), coincidence_table(experiment, results),
+              largest_rotations(experiment, results))
+    per_order = {order: _order_numbers(experiment, results, order, *tables)
+                 for order in experiment.orders}
+    for numbers in per_order.values():
+        n.update(numbers)
+    n.update(_against_reference(experiment, per_order))
+    add_ranges(n, _reference)
+    return {f"{prefix}_{k}": v for k, v in n.items()}
+
+
+def _probe_settings(experiment: SharpnessExperiment, results: dict) -> dict:
+    """The run's and the probe's settings, read from the first run of the reference order (the
+    probe's steps and rows are the same for every run)."""
+    any_run = results[(experiment.seeds[0], experiment.orders[0])]
     config = experiment.trajectory
-    n: dict = {"steps": config.steps, "lr": config.lr, "batch_size": config.batch_size,
-               "threshold": any_run["threshold"], "every": experiment.probe.every,
-               "probes": len(any_run["steps"]),
-               "tail_probes": int(_tail_mask(any_run, experiment.tail).sum()),
-               "tail_start": math.ceil((1 - experiment.tail) * config.steps),
-               "seeds_n": len(experiment.seeds), "probe_rows": any_run["probe_rows"],
-               "eigenpairs": experiment.probe.eigenpairs}
+    return {"steps": config.steps, "lr": config.lr, "batch_size": config.batch_size,
+            "threshold": any_run["threshold"], "every": experiment.probe.every,
+            "probes": len(any_run["steps"]),
+            "tail_probes": int(_tail_mask(any_run, experiment.tail).sum()),
+            "tail_start": math.ceil((1 - experiment.tail) * config.steps),
+            "seeds_n": len(experiment.seeds), "probe_rows": any_run["probe_rows"],
+            "eigenpairs": experiment.probe.eigenpairs}
+
+
+def _settle_numbers(experiment: SharpnessExperiment, results: dict) -> dict:
+    """Where the sharpness settles against 2/h (`tail_sharpness`), its largest value of any probe
+    and where, and per non-reference order its tail median over the reference's, seed by seed."""
+    reference = experiment.orders[0]
+    n: dict = {}
     settle = tail_sharpness(experiment, results)
     n["tail_frac_min"], n["tail_frac_max"] = span(settle["tail median λ_max / (2/h)"])
     peaks = [(value / results[key]["threshold"], step, *key) for key in settle.index
@@ -339,58 +362,84 @@ def sharpness_numbers(experiment: SharpnessExperiment, results: dict, prefix: st
         n[f"{key}_ratio_min"], n[f"{key}_ratio_max"] = span(ratios)
         n[f"{key}_ratios"] = _listed(honest(v, 1.0) for v in ratios)
         n[f"{key}_flatter_k"] = int((ratios < 1).sum())
-    rotations = rotation_table(experiment, results)
-    rho = coincidence_table(experiment, results)
-    largest = largest_rotations(experiment, results)
-    pooled_medians = {}
-    for order in experiment.orders:
-        key, tables = order_key(order), _kept(experiment, results, order)
-        per_seed = rotations.xs(order, level="order").drop(index="all")
-        pooled = tables["all"]
-        n[f"{key}_intervals"] = int(per_seed["intervals"].max())
-        for short, name, column in (("rot", "leading", "rotation"),
-                                    ("sub", "subspace", "subspace rotation")):
-            n[f"{key}_{short}_med_min"], n[f"{key}_{short}_med_max"] = span(
-                per_seed[f"{name}: median"])
-            n[f"{key}_{short}_med"] = float(pooled[column].median())
-            n[f"{key}_{short}_max"] = float(pooled[column].max())
-            pooled_medians[(order, short)] = n[f"{key}_{short}_med"]
-        change = loss_change(pooled)
-        if order in largest.index:
-            top = largest.loc[order]
-            n[f"{key}_rot_max_where"] = (f"seed {int(top['seed'])}, steps {int(top['start'])}–"
-                                         f"{int(top['end'])}")
-            n[f"{key}_rot_max_sub"] = float(top["subspace rotation"])
-            n[f"{key}_rot_max_escape"] = float(top["leading escape"])
-            n[f"{key}_rot_max_entry"] = float(top["leading entry"])
-            n[f"{key}_rot_max_gap"] = float(top["gap"])
-            n[f"{key}_rot_max_change"] = float(top["value"])
-        first = pd.concat([intervals(results[(s, order)]).iloc[:experiment.skip_intervals]
-                           for s in experiment.seeds])
-        n[f"{key}_first_rot_min"], n[f"{key}_first_rot_max"] = span(first["rotation"])
-        n[f"{key}_first_sub_min"], n[f"{key}_first_sub_max"] = span(first["subspace rotation"])
-        rows = rho.xs(order, level="order")
-        seeds_rows = rows.drop(index="all")
-        n[f"{key}_change"] = change
-        n[f"{key}_change_med_min"], n[f"{key}_change_med_max"] = span(
-            seeds_rows["median loss change"])
-        everything = rows.loc["all"]
-        for short, column, p_column in (("rot", "ρ(rotation, loss change)", "p (rotation)"),
-                                        ("sub", "ρ(subspace rotation, loss change)",
-                                         "p (subspace)")):
-            n[f"{key}_rho_{short}_text"] = _rho_text(
-                everything[column], everything[p_column], int(everything["intervals"]),
-                len(experiment.seeds), list(seeds_rows[column]),
-                [int(v) for v in seeds_rows["intervals"]])
-        n[f"{key}_rho_step_rot"] = float(everything["ρ(step, rotation)"])
-        n[f"{key}_rho_step_sub"] = float(everything["ρ(step, subspace rotation)"])
-        n[f"{key}_rho_step_change"] = float(everything["ρ(step, loss change)"])
+    return n
+
+
+def _order_numbers(experiment: SharpnessExperiment, results: dict, order: str,
+                   rotations: pd.DataFrame, rho: pd.DataFrame, largest: pd.DataFrame) -> dict:
+    """One order's keys (``<order>_``): its rotations, its largest rotation, the skipped first
+    intervals, and the rank correlations with its loss change. ``rotations``, ``rho`` and
+    ``largest`` are `rotation_table`, `coincidence_table` and `largest_rotations`."""
+    key, pooled = order_key(order), _kept(experiment, results, order)["all"]
+    n = _rotation_numbers(key, rotations.xs(order, level="order").drop(index="all"), pooled)
+    if order in largest.index:
+        n.update(_largest_numbers(key, largest.loc[order]))
+    first = pd.concat([intervals(results[(s, order)]).iloc[:experiment.skip_intervals]
+                       for s in experiment.seeds])
+    n[f"{key}_first_rot_min"], n[f"{key}_first_rot_max"] = span(first["rotation"])
+    n[f"{key}_first_sub_min"], n[f"{key}_first_sub_max"] = span(first["subspace rotation"])
+    n.update(_change_numbers(key, rho.xs(order, level="order"), loss_change(pooled),
+                             len(experiment.seeds)))
+    return n
+
+
+def _rotation_numbers(key: str, per_seed: pd.DataFrame, pooled: pd.DataFrame) -> dict:
+    """Both rotations of one order: the range over seeds of their per-seed medians
+    (``per_seed``: its rows of `rotation_table`), and their median and largest value over the
+    ``pooled`` intervals of all seeds."""
+    n = {f"{key}_intervals": int(per_seed["intervals"].max())}
+    for short, name, column in (("rot", "leading", "rotation"),
+                                ("sub", "subspace", "subspace rotation")):
+        n[f"{key}_{short}_med_min"], n[f"{key}_{short}_med_max"] = span(
+            per_seed[f"{name}: median"])
+        n[f"{key}_{short}_med"] = float(pooled[column].median())
+        n[f"{key}_{short}_max"] = float(pooled[column].max())
+    return n
+
+
+def _largest_numbers(key: str, top: pd.Series) -> dict:
+    """The interval of an order's largest leading-vector rotation (its row of
+    `largest_rotations`), with what tells a swap inside the top subspace from a new direction."""
+    return {f"{key}_rot_max_where": (f"seed {int(top['seed'])}, steps {int(top['start'])}–"
+                                     f"{int(top['end'])}"),
+            f"{key}_rot_max_sub": float(top["subspace rotation"]),
+            f"{key}_rot_max_escape": float(top["leading escape"]),
+            f"{key}_rot_max_entry": float(top["leading entry"]),
+            f"{key}_rot_max_gap": float(top["gap"]),
+            f"{key}_rot_max_change": float(top["value"])}
+
+
+def _change_numbers(key: str, rows: pd.DataFrame, change: str, seeds: int) -> dict:
+    """An order's loss change (spike or jump) and its rank correlations with the rotations and
+    the step, pooled and per seed (``rows``: its rows of `coincidence_table`)."""
+    seeds_rows = rows.drop(index="all")
+    n = {f"{key}_change": change}
+    n[f"{key}_change_med_min"], n[f"{key}_change_med_max"] = span(
+        seeds_rows["median loss change"])
+    everything = rows.loc["all"]
+    for short, column, p_column in (("rot", "ρ(rotation, loss change)", "p (rotation)"),
+                                    ("sub", "ρ(subspace rotation, loss change)",
+                                     "p (subspace)")):
+        n[f"{key}_rho_{short}_text"] = _rho_text(
+            everything[column], everything[p_column], int(everything["intervals"]),
+            seeds, list(seeds_rows[column]), [int(v) for v in seeds_rows["intervals"]])
+    n[f"{key}_rho_step_rot"] = float(everything["ρ(step, rotation)"])
+    n[f"{key}_rho_step_sub"] = float(everything["ρ(step, subspace rotation)"])
+    n[f"{key}_rho_step_change"] = float(everything["ρ(step, loss change)"])
+    return n
+
+
+def _against_reference(experiment: SharpnessExperiment, per_order: dict) -> dict:
+    """Per non-reference order, its pooled median rotations over the reference order's
+    (``per_order``: each order's `_order_numbers`)."""
+    reference = experiment.orders[0]
+    n: dict = {}
     for order in experiment.orders[1:]:
         for short in ("rot", "sub"):
             n[f"{order_key(order)}_{short}_med_vs_ref"] = (
-                pooled_medians[(order, short)] / pooled_medians[(reference, short)])
-    add_ranges(n, _reference)
-    return {f"{prefix}_{k}": v for k, v in n.items()}
+                per_order[order][f"{order_key(order)}_{short}_med"]
+                / per_order[reference][f"{order_key(reference)}_{short}_med"])
+    return n
 
 
 def _reference(prefix: str) -> float | None:

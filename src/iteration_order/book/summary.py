@@ -294,6 +294,19 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
       seed), ``decay_backward_min``/``max``; forward on the same seeds: ``decay_forward_min``/
       ``max``, ``decay_forward_above_one``, ``decay_forward_above_110`` (grow by more than 10%).
     """
+    # one helper per block of keys above, merged in that order
+    numbers = _setting_numbers(claims, tables, level)
+    numbers.update(_row_numbers(claims, level))
+    numbers.update(_shared_numbers(claims))
+    numbers.update(_claim_numbers(claims))
+    numbers.update(_page_decay_numbers(tables))
+    numbers.update(_backward_decay_numbers(claims, tables))
+    return add_ranges(numbers, _summary_reference)
+
+
+def _setting_numbers(claims: pd.DataFrame, tables: dict, level: float) -> dict:
+    """What the summary's method section quotes: the thresholds, and what the most seeds of any
+    row can show (the sign test's floor, the t factors of a few seed counts)."""
     numbers: dict = {"pages_n": len(tables), "min_interval_seeds": MIN_INTERVAL_SEEDS,
                      "min_tail_steps": MIN_TAIL_STEPS, "level_pct": 100 * level}
     seeds_max = int(claims["n"].max()) if len(claims) else 0
@@ -301,6 +314,13 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
     numbers["sign_p_floor"] = smallest_sign_p(seeds_max)
     for n in (2, 3, 5):
         numbers[f"t_quantile_{n}"] = t_quantile(n, level)
+    return numbers
+
+
+def _row_numbers(claims: pd.DataFrame, level: float) -> dict:
+    """Per page, compared order and claim, the evidence of that row (``<page>_<order>_<claim>_``
+    keys), so that the prose can quote any one comparison."""
+    numbers: dict = {}
     for (name, order, claim), row in claims.iterrows():
         prefix = f"{page_key(name)}_{order_key(order)}_{CLAIM_KEYS[claim]}"
         low, high = span(_per_seed(row["per seed"]))
@@ -314,13 +334,23 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
             f"p = {p_text(row['sign p'])}",
             f"{prefix}_interval": interval_text(row["ratio"], row["low"], row["high"],
                                                 row["interval note"], level)})
-    numbers.update(_shared_numbers(claims))
+    return numbers
+
+
+def _claim_rows(claims: pd.DataFrame, claim: str) -> pd.DataFrame:
+    """The rows of one claim, or none (the table's empty head) where no page has it."""
+    return claims.xs(claim, level="claim") if claim in \
+        claims.index.get_level_values("claim") else claims.iloc[:0]
+
+
+def _claim_numbers(claims: pd.DataFrame) -> dict:
+    """Per claim (``<claim>_`` keys), over the rows counted as evidence (`_counted`: a
+    comparison that repeats another's runs is listed but not counted twice): where it can be
+    tested, where it holds on every seed or on none, its geometric means and intervals."""
+    numbers: dict = {}
     counted = claims[_counted(claims)]
     for claim, short in CLAIM_KEYS.items():
-        every_row = claims.xs(claim, level="claim") if claim in \
-            claims.index.get_level_values("claim") else claims.iloc[:0]
-        rows = counted.xs(claim, level="claim") if claim in \
-            counted.index.get_level_values("claim") else counted.iloc[:0]
+        every_row, rows = _claim_rows(claims, claim), _claim_rows(counted, claim)
         numbers[f"{short}_rows_listed"] = len(every_row)
         numbers[f"{short}_duplicates"] = len(every_row) - len(rows)
         testable = rows[rows["n"] > 0]
@@ -343,8 +373,13 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
             f"{short}_interval_above_one": int((with_interval["low"] > 1).sum()),
             f"{short}_seeds": int(testable["n"].sum()),
             f"{short}_seeds_holding": int(testable["holds"].sum())})
-    backward = {"own": [], "fwd": [], "pages": 0, "all_above": 0}
-    duplicates = {(name, order) for name, order, _ in claims[~_counted(claims)].index}
+    return numbers
+
+
+def _page_decay_numbers(tables: dict) -> dict:
+    """Per page and compared order, that order's own displacement decay and forward's on the
+    same seeds (``<page>_<order>_decay_`` keys): does each order's step size shrink?"""
+    numbers: dict = {}
     for name, table in tables.items():
         for order in table.index.get_level_values("order").unique():
             own, forward = _own_decays(table, order)
@@ -355,23 +390,35 @@ def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> 
             numbers[f"{prefix}_decay_fwd_min"], numbers[f"{prefix}_decay_fwd_max"] = \
                 span(forward)
             numbers[f"{prefix}_decay_fwd_above_one"] = int((forward > 1).sum())
+    return numbers
+
+
+def _backward_decay_numbers(claims: pd.DataFrame, tables: dict) -> dict:
+    """The decays pooled over the full-backward comparisons, each counted once (a comparison
+    that repeats another's runs is left out), on the seeds where both orders have one: the
+    paper's explanation of backward's smoothness, convergence to a point, needs them below 1."""
+    backward = {"own": [], "fwd": [], "pages": 0, "all_above": 0}
+    duplicates = {(name, order) for name, order, _ in claims[~_counted(claims)].index}
+    for name, table in tables.items():
+        for order in table.index.get_level_values("order").unique():
             if order != "backward" or (name, order) in duplicates:
                 continue
+            own, forward = _own_decays(table, order)
             both = np.isfinite(own) & np.isfinite(forward)
             backward["own"] += list(own[both])
             backward["fwd"] += list(forward[both])
             backward["pages"] += 1
             backward["all_above"] += bool(both.any() and (own[both] > 1).all())
     own, fwd = np.asarray(backward["own"]), np.asarray(backward["fwd"])
-    numbers.update({
+    numbers: dict = {
         "decay_backward_pages": backward["pages"], "decay_backward_seeds": len(own),
         "decay_backward_above_one": int((own > 1).sum()),
         "decay_backward_pages_all_above": backward["all_above"],
         "decay_forward_above_one": int((fwd > 1).sum()),
-        "decay_forward_above_110": int((fwd > 1.1).sum())})
+        "decay_forward_above_110": int((fwd > 1.1).sum())}
     numbers["decay_backward_min"], numbers["decay_backward_max"] = span(own)
     numbers["decay_forward_min"], numbers["decay_forward_max"] = span(fwd)
-    return add_ranges(numbers, _summary_reference)
+    return numbers
 
 
 def _summary_reference(prefix: str) -> float | None:
