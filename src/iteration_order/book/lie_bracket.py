@@ -610,46 +610,73 @@ def plot_sweeps(results: list[dict], titles: list[str], factor: float = LEAVE_FA
     rows = [sub.subplots(1, columns, squeeze=False, sharey=True)[0]
             for sub in np.atleast_1d(fig.subfigures(len(results), 1))]
     for row, result, title in zip(rows, results, titles):
-        lrs, k = np.asarray(result["lrs"]), result["study"]["fit_points"]
-        relu = result["study"]["activation"] == "relu"
-        for ax, (n, s) in zip(row, result["sweep"].items()):
-            f, a = np.asarray(s["forward_error"], float), np.asarray(s["approx_error"], float)
-            ax.loglog(lrs, f, "o-", ms=3, color=ORDER_COLOURS["forward"],
-                      label=r"forward: $\|\theta^B_n-\theta_n\|$")
-            ax.loglog(lrs, a, "s-", ms=3, color=_APPROX_COLOUR,
-                      label=r"corrected: $\|\theta^B_n-\tilde\theta_n\|$")
-            if np.isfinite(f[0]) and f[0] > 0:
-                ax.loglog(lrs, f[0] * (lrs / lrs[0]) ** 2, ":", color="0.5", lw=1,
-                          label="slope 2 from the smallest h")
-            c = h3_line(lrs, a, k, tolerance)
-            if math.isfinite(c):
-                ax.loglog(lrs, c * lrs ** 3, "--", color=_APPROX_COLOUR, lw=0.8, alpha=0.7,
-                          label=f"$h^3$ line fitted on the {k} smallest h")
-            leaves = leaves_h3_line(lrs, a, k, factor, tolerance)
-            if math.isfinite(leaves):
-                at = a[list(lrs).index(leaves)]
-                ax.loglog([leaves], [at if math.isfinite(at) else c * leaves ** 3], "x",
-                          color="black", ms=7, mew=1.5,
-                          label=f"leaves the $h^3$ line (factor {factor:g})")
-            if math.isfinite(s["crossover"]):
-                ax.axvline(s["crossover"], color="0.3", lw=1, ls="-.", label="crossover")
-            kink = _first_sign_change(lrs, s["kinks"])
-            if relu and math.isfinite(kink):
-                ax.axvspan(kink, lrs[-1], color="0.85", alpha=0.5, lw=0,
-                           label="a ReLU kink enters a gradient")
-            ax.set_title(f"n = {n}: slopes {s['forward_slope']:.2f} and {s['approx_slope']:.2f}",
-                         fontsize=8)
-            ax.set_xlabel("learning rate h", fontsize=8)
-            ax.tick_params(which="both", labelsize=7)
-        for ax in row[len(result["sweep"]):]:
-            ax.set_visible(False)
-        errors = np.array([e for s in result["sweep"].values()
-                           for e in (*s["forward_error"], *s["approx_error"])], float)
-        errors = errors[np.isfinite(errors) & (errors > 0)]
-        if errors.size:  # one range per row, so that no panel's points are cut off
-            row[0].set_ylim(errors.min() / 3, errors.max() * 3)
-        row[0].set_ylabel("distance to $\\theta^B_n$", fontsize=8)
-        row[0].figure.suptitle(title, fontsize=9, weight="bold")
+        _sweep_row(row, result, title, factor, tolerance)
+    _sweeps_legend(fig, rows)
+    return fig
+
+
+def _sweep_row(row, result: dict, title: str, factor: float, tolerance: float) -> None:
+    """One study's row of `plot_sweeps`: a `_sweep_panel` per step of its sweep (spare panels
+    hidden), one y range for the row and the study's title over it."""
+    lrs = np.asarray(result["lrs"])
+    relu = result["study"]["activation"] == "relu"
+    for ax, (n, s) in zip(row, result["sweep"].items()):
+        _sweep_panel(ax, lrs, result["study"]["fit_points"], relu, n, s, factor, tolerance)
+    for ax in row[len(result["sweep"]):]:
+        ax.set_visible(False)
+    errors = np.array([e for s in result["sweep"].values()
+                       for e in (*s["forward_error"], *s["approx_error"])], float)
+    errors = errors[np.isfinite(errors) & (errors > 0)]
+    if errors.size:  # one range per row, so that no panel's points are cut off
+        row[0].set_ylim(errors.min() / 3, errors.max() * 3)
+    row[0].set_ylabel("distance to $\\theta^B_n$", fontsize=8)
+    row[0].figure.suptitle(title, fontsize=9, weight="bold")
+
+
+def _sweep_panel(ax, lrs: np.ndarray, k: int, relu: bool, n: str, s: dict, factor: float,
+                 tolerance: float) -> None:
+    """One panel of `plot_sweeps`, step n of a sweep ``s``: both errors against h, the slope-2
+    guide, `_h3_marks` (k: the study's fit_points), the crossover and, for ReLU, the shaded range
+    of h from the first kink in a gradient on; the fitted slopes in the title."""
+    f, a = np.asarray(s["forward_error"], float), np.asarray(s["approx_error"], float)
+    ax.loglog(lrs, f, "o-", ms=3, color=ORDER_COLOURS["forward"],
+              label=r"forward: $\|\theta^B_n-\theta_n\|$")
+    ax.loglog(lrs, a, "s-", ms=3, color=_APPROX_COLOUR,
+              label=r"corrected: $\|\theta^B_n-\tilde\theta_n\|$")
+    if np.isfinite(f[0]) and f[0] > 0:
+        ax.loglog(lrs, f[0] * (lrs / lrs[0]) ** 2, ":", color="0.5", lw=1,
+                  label="slope 2 from the smallest h")
+    _h3_marks(ax, lrs, a, k, factor, tolerance)
+    if math.isfinite(s["crossover"]):
+        ax.axvline(s["crossover"], color="0.3", lw=1, ls="-.", label="crossover")
+    kink = _first_sign_change(lrs, s["kinks"])
+    if relu and math.isfinite(kink):
+        ax.axvspan(kink, lrs[-1], color="0.85", alpha=0.5, lw=0,
+                   label="a ReLU kink enters a gradient")
+    ax.set_title(f"n = {n}: slopes {s['forward_slope']:.2f} and {s['approx_slope']:.2f}",
+                 fontsize=8)
+    ax.set_xlabel("learning rate h", fontsize=8)
+    ax.tick_params(which="both", labelsize=7)
+
+
+def _h3_marks(ax, lrs: np.ndarray, a: np.ndarray, k: int, factor: float,
+              tolerance: float) -> None:
+    """The corrected errors' `h3_line` (dashed, where there is one) and the h where they leave
+    it (×; on the line where the error there is not finite)."""
+    c = h3_line(lrs, a, k, tolerance)
+    if math.isfinite(c):
+        ax.loglog(lrs, c * lrs ** 3, "--", color=_APPROX_COLOUR, lw=0.8, alpha=0.7,
+                  label=f"$h^3$ line fitted on the {k} smallest h")
+    leaves = leaves_h3_line(lrs, a, k, factor, tolerance)
+    if math.isfinite(leaves):
+        at = a[list(lrs).index(leaves)]
+        ax.loglog([leaves], [at if math.isfinite(at) else c * leaves ** 3], "x",
+                  color="black", ms=7, mew=1.5,
+                  label=f"leaves the $h^3$ line (factor {factor:g})")
+
+
+def _sweeps_legend(fig, rows) -> None:
+    """One legend below all rows of `plot_sweeps`: each label once, in the order first drawn."""
     handles = {}
     for row in rows:
         for ax in row:
@@ -657,7 +684,6 @@ def plot_sweeps(results: list[dict], titles: list[str], factor: float = LEAVE_FA
                 handles.setdefault(label, handle)
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=7,
                frameon=False)
-    return fig
 
 
 def _h_range(result: dict) -> str:
@@ -775,81 +801,123 @@ def page_numbers(checks: Mapping[str, dict], runs: list[dict], factor: float = L
     if not checks or not runs:
         raise ValueError(f"page_numbers needs checks and runs; got {len(checks)} checks and "
                          f"{len(runs)} runs")
-    numbers: dict = {}
+    numbers = _check_numbers(checks, factor, tolerance)
+    numbers.update(_slope_ranges(checks))
+    labelled = {f"check, {a}": r for a, r in checks.items()}
+    labelled.update({describe(r): r for r in runs})
+    numbers.update(rule_numbers(rule_table(labelled, factor, tolerance)))
+    keys = [run_key(r) for r in runs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"two runs share a glue prefix: {keys}")
+    for key, result in zip(keys, runs):
+        numbers.update(_run_numbers(key, result, factor, tolerance))
+    numbers["compute_minutes"] = sum(r["runtime"]["wall_seconds"]
+                                     for r in (*checks.values(), *runs)) / 60
+    numbers["studies_n"] = len(checks) + len(runs)
+    return numbers
+
+
+def _check_numbers(checks: Mapping[str, dict], factor: float, tolerance: float) -> dict:
+    """The check's numbers: its settings (those of the first activation's study), its sweep's
+    steps by position, and per activation and step n `_sweep_numbers` (``check_<a>_n<n>_``)."""
     first = next(iter(checks.values()))
     t = first["study"]["trajectory"]
-    numbers.update(check_depth=t["depth"], check_width=t["width"], check_batch=t["batch_size"],
+    numbers = dict(check_depth=t["depth"], check_width=t["width"], check_batch=t["batch_size"],
                    check_h_min=min(first["lrs"]), check_h_max=max(first["lrs"]),
                    check_h_count=len(first["lrs"]), check_steps=_listed(first["sweep"]),
                    fit_points=first["study"]["fit_points"])
     numbers.update({f"check_step_{i}": int(n) for i, n in enumerate(first["sweep"], 1)})
-
-    def sweep_numbers(prefix: str, result: dict, n: str, s: dict) -> None:
-        lrs, k = result["lrs"], result["study"]["fit_points"]
-        f, a = s["forward_error"], s["approx_error"]
-        useful = useful_limit(lrs, f, a)
-        numbers.update({
-            f"{prefix}slope_forward": s["forward_slope"], f"{prefix}slope_approx": s["approx_slope"],
-            f"{prefix}useful": useful, f"{prefix}useful_nh": useful * int(n),
-            f"{prefix}crossover": s["crossover"], f"{prefix}crossover_nh": s["crossover"] * int(n),
-            f"{prefix}leaves": leaves_h3_line(lrs, a, k, factor, tolerance),
-            f"{prefix}first_sign": _first_sign_change(lrs, s["sign_changes"]),
-            f"{prefix}first_kink": _first_sign_change(lrs, s["kinks"]),
-            f"{prefix}approx_smallest": _float(a[0])})
-
-    slopes = {"forward": [], "approx": []}
     for activation, result in checks.items():
         for n, s in result["sweep"].items():
-            sweep_numbers(f"check_{activation}_n{n}_", result, n, s)
-            slopes["forward"].append(s["forward_slope"])
-            slopes["approx"].append(s["approx_slope"])
-    for kind, values in slopes.items():
+            numbers.update(_sweep_numbers(f"check_{activation}_n{n}_", result, n, s, factor,
+                                          tolerance))
+    return numbers
+
+
+def _sweep_numbers(prefix: str, result: dict, n: str, s: dict, factor: float,
+                   tolerance: float) -> dict:
+    """Step n of a study's sweep ``s``, keys under ``prefix``: the fitted slopes, `useful_limit`
+    and `crossover` (each also times n), where the corrected error leaves its h³ line, the first
+    h with a sign change at the end points and with a kink in a gradient, and the corrected error
+    at the smallest h."""
+    lrs, k = result["lrs"], result["study"]["fit_points"]
+    f, a = s["forward_error"], s["approx_error"]
+    useful = useful_limit(lrs, f, a)
+    return {
+        f"{prefix}slope_forward": s["forward_slope"], f"{prefix}slope_approx": s["approx_slope"],
+        f"{prefix}useful": useful, f"{prefix}useful_nh": useful * int(n),
+        f"{prefix}crossover": s["crossover"], f"{prefix}crossover_nh": s["crossover"] * int(n),
+        f"{prefix}leaves": leaves_h3_line(lrs, a, k, factor, tolerance),
+        f"{prefix}first_sign": _first_sign_change(lrs, s["sign_changes"]),
+        f"{prefix}first_kink": _first_sign_change(lrs, s["kinks"]),
+        f"{prefix}approx_smallest": _float(a[0])}
+
+
+def _slope_ranges(checks: Mapping[str, dict]) -> dict:
+    """Per error (forward, approx): the smallest and largest fitted slope over all checks'
+    sweeps, and their range in words."""
+    numbers = {}
+    for kind in ("forward", "approx"):
+        values = [s[f"{kind}_slope"] for result in checks.values()
+                  for s in result["sweep"].values()]
         low, high = float(np.nanmin(values)), float(np.nanmax(values))
         numbers[f"check_slope_{kind}_min"], numbers[f"check_slope_{kind}_max"] = low, high
         # in words: "2.00", or "1.98 to 2.00" when the slopes differ at two decimals
         numbers[f"check_slope_{kind}_range"] = (f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}"
                                                 else f"{low:.2f} to {high:.2f}")
-
-    labelled = {f"check, {a}": r for a, r in checks.items()}
-    labelled.update({describe(r): r for r in runs})
-    numbers.update(rule_numbers(rule_table(labelled, factor, tolerance)))
-
-    keys = [run_key(r) for r in runs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"two runs share a glue prefix: {keys}")
-    for key, result in zip(keys, runs):
-        t, along = result["study"]["trajectory"], result["along"]
-        numbers.update({f"{key}_depth": t["depth"], f"{key}_width": t["width"],
-                        f"{key}_lr": t["lr"], f"{key}_batch": t["batch_size"],
-                        f"{key}_steps": t["steps"]})
-        for n, ratio in zip(along["step"], along["ratio"]):
-            numbers[f"{key}_ratio_n{n}"] = _float(ratio)
-        helps, hurts = helps_at(result)
-        numbers[f"{key}_helps_steps"] = _listed(helps)
-        numbers[f"{key}_helps_text"] = _listed(
-            f"{_float(along['ratio'][along['step'].index(n)]):.3g} at n = {n}" for n in helps)
-        numbers[f"{key}_first_hurt"] = hurts[0] if hurts else math.nan
-        numbers[f"{key}_ratio_first_hurt"] = (_float(along["ratio"][along["step"].index(hurts[0])])
-                                              if hurts else math.nan)
-        last = -1
-        gap, correction = _float(along["forward_error"][last]), _float(along["correction"][last])
-        numbers.update({f"{key}_last_step": along["step"][last],
-                        f"{key}_ratio_last": _float(along["ratio"][last]),
-                        f"{key}_gap_last": gap, f"{key}_correction_last": correction,
-                        f"{key}_correction_over_gap_last": stability.ratio(correction, gap),
-                        f"{key}_loss_forward_last": _float(along["forward_train_loss"][last]),
-                        f"{key}_loss_backward_last": _float(along["backward_train_loss"][last]),
-                        f"{key}_loss_approx_last": _float(along["approx_train_loss"][last]),
-                        f"{key}_sign_changes_step1": _count(along["sign_changes"][0])})
-        for i, (n, s) in enumerate(result["sweep"].items(), 1):
-            numbers[f"{key}_sweep_step_{i}"] = int(n)
-            prefix = f"{key}_n{n}_"
-            sweep_numbers(prefix, result, n, s)
-            numbers[f"{prefix}kink_below_lr"] = t["lr"] / numbers[f"{prefix}first_kink"]
-    numbers["compute_minutes"] = sum(r["runtime"]["wall_seconds"]
-                                     for r in (*checks.values(), *runs)) / 60
-    numbers["studies_n"] = len(checks) + len(runs)
     return numbers
+
+
+def _run_numbers(key: str, result: dict, factor: float, tolerance: float) -> dict:
+    """A training run's numbers under its glue prefix ``key``: its settings, `_along_numbers`,
+    `_last_step_numbers` and per step n of its sweep its position, `_sweep_numbers`
+    (``<key>_n<n>_``) and how far below the run's h the first kink in a gradient lies."""
+    t = result["study"]["trajectory"]
+    numbers = {f"{key}_depth": t["depth"], f"{key}_width": t["width"], f"{key}_lr": t["lr"],
+               f"{key}_batch": t["batch_size"], f"{key}_steps": t["steps"]}
+    numbers.update(_along_numbers(key, result))
+    numbers.update(_last_step_numbers(key, result["along"]))
+    for i, (n, s) in enumerate(result["sweep"].items(), 1):
+        numbers[f"{key}_sweep_step_{i}"] = int(n)
+        prefix = f"{key}_n{n}_"
+        numbers.update(_sweep_numbers(prefix, result, n, s, factor, tolerance))
+        numbers[f"{prefix}kink_below_lr"] = t["lr"] / numbers[f"{prefix}first_kink"]
+    return numbers
+
+
+def _along_numbers(key: str, result: dict) -> dict:
+    """Along a run: the ratio at every recorded step, the steps where the correction helps (and
+    in words with their ratios), and the first step where it does not with its ratio."""
+    along = result["along"]
+    numbers = {f"{key}_ratio_n{n}": _float(ratio) for n, ratio in zip(along["step"],
+                                                                       along["ratio"])}
+    helps, hurts = helps_at(result)
+    numbers[f"{key}_helps_steps"] = _listed(helps)
+    numbers[f"{key}_helps_text"] = _listed(f"{_ratio_at(along, n):.3g} at n = {n}"
+                                           for n in helps)
+    numbers[f"{key}_first_hurt"] = hurts[0] if hurts else math.nan
+    numbers[f"{key}_ratio_first_hurt"] = _ratio_at(along, hurts[0]) if hurts else math.nan
+    return numbers
+
+
+def _ratio_at(along: dict, n: int) -> float:
+    """The ratio ‖θ^B_n − θ̃_n‖ / ‖θ^B_n − θ_n‖ recorded along a run at step n."""
+    return _float(along["ratio"][along["step"].index(n)])
+
+
+def _last_step_numbers(key: str, along: dict) -> dict:
+    """A run's last recorded step: the step, the ratio, the gap ‖θ^B_n − θ_n‖, the correction's
+    size and its share of the gap, the three train losses, and the sign changes at step 1."""
+    last = -1
+    gap, correction = _float(along["forward_error"][last]), _float(along["correction"][last])
+    return {f"{key}_last_step": along["step"][last],
+            f"{key}_ratio_last": _float(along["ratio"][last]),
+            f"{key}_gap_last": gap, f"{key}_correction_last": correction,
+            f"{key}_correction_over_gap_last": stability.ratio(correction, gap),
+            f"{key}_loss_forward_last": _float(along["forward_train_loss"][last]),
+            f"{key}_loss_backward_last": _float(along["backward_train_loss"][last]),
+            f"{key}_loss_approx_last": _float(along["approx_train_loss"][last]),
+            f"{key}_sign_changes_step1": _count(along["sign_changes"][0])}
 
 
 def page_setup(values: dict) -> tuple[dict, list]:
