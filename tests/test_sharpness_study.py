@@ -26,7 +26,7 @@ def runtime(path):
 def test_statistics_follow_their_definitions(tmp_path):
     probe = dataclasses.replace(TINY_PROBE, every=3, curve_every=1)
     experiment = SharpnessExperiment(TINY, seeds=[3, 4], probe=probe)
-    results = experiment.run(runtime(tmp_path))
+    results = experiment.run(runtime=runtime(tmp_path))
     forward = results[(3, "forward")]
     table = intervals(forward)
     assert list(table["start"]) == [0, 3, 6, 9] and list(table["end"]) == [3, 6, 9, 12]

@@ -86,8 +86,9 @@ class SharpnessExperiment:
     def runs(self) -> list[SharpnessRun]:
         return [self.run_for(s, o) for s in self.seeds for o in self.orders]
 
-    def run(self, runtime: Runtime = Runtime(), jobs: int = 1) -> dict[tuple[int, str], dict]:
-        """Every (seed, order) result, cached one by one; ``jobs`` single-thread processes."""
+    def run(self, jobs: int = 1, runtime: Runtime = Runtime()) -> dict[tuple[int, str], dict]:
+        """Every (seed, order) result, cached one by one; ``jobs`` single-thread processes (the
+        same signature as every study's ``run``)."""
         if not isinstance(jobs, int) or jobs < 1:
             raise ValueError(f"jobs must be an integer >= 1; got {jobs!r}")
         runs = self.runs()
