@@ -145,8 +145,9 @@ def page_claims(table: pd.DataFrame, reference: str = "forward",
                 level: float = 0.95) -> pd.DataFrame:
     """One row per (compared order, claim) of one page's stability table: ``seeds`` compared,
     ``diverged`` (seeds with a diverged run) and ``divergence`` (in words), the per-seed ratios
-    (``per seed``, in seed order, 'n/a' where undefined), `claim_evidence`'s columns, and
-    ``undefined`` (why some seeds have no ratio)."""
+    (``per seed values``, floats in seed order, NaN where undefined; ``per seed``, the same in
+    words, 'n/a' where undefined), `claim_evidence`'s columns, and ``undefined`` (why some seeds
+    have no ratio)."""
     ratios = claim_ratios(table)
     rows = []
     for order in table.index.get_level_values("order").unique():
@@ -158,6 +159,7 @@ def page_claims(table: pd.DataFrame, reference: str = "forward",
                 "order": order, "claim": claim, "seeds": len(per_seed),
                 "diverged": int((compared["diverged"] != "").sum()),
                 "divergence": divergence_note(table, order, reference),
+                "per seed values": tuple(float(v) for v in per_seed),
                 "per seed": ", ".join(honest(v, 1.0) for v in per_seed),
                 **claim_evidence(per_seed.to_numpy(dtype=float), level),
                 "undefined": _undefined_note(compared, per_seed, CLAIMS[claim])})

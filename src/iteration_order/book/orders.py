@@ -363,8 +363,7 @@ def _comparison_numbers(table: pd.DataFrame, claims: pd.DataFrame, order: str) -
         if (order, claim) not in claims.index:
             continue
         row = claims.loc[(order, claim)].to_dict()
-        per_seed = [float(v) if v != "n/a" else float("nan")
-                    for v in row["per seed"].split(", ")]
+        per_seed = list(row["per seed values"])
         prefix = f"{key}_{short}"
         numbers.update({f"{prefix}_n": int(row["n"]), f"{prefix}_k": int(row["holds"]),
                         f"{prefix}_p": row["sign p"], f"{prefix}_gm": row["ratio"],

@@ -32,7 +32,6 @@ pages.
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -264,10 +263,6 @@ def page_key(name: str) -> str:
     return name.replace("-", "_")
 
 
-def _per_seed(text: str) -> list[float]:
-    return [math.nan if v == "n/a" else float(v) for v in text.split(", ")] if text else []
-
-
 def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> dict:
     """Every number (and list of pages) the summary page's prose quotes, by glue key.
 
@@ -323,7 +318,7 @@ def _row_numbers(claims: pd.DataFrame, level: float) -> dict:
     numbers: dict = {}
     for (name, order, claim), row in claims.iterrows():
         prefix = f"{page_key(name)}_{order_key(order)}_{CLAIM_KEYS[claim]}"
-        low, high = span(_per_seed(row["per seed"]))
+        low, high = span(row["per seed values"])
         numbers.update({
             f"{prefix}_n": int(row["n"]), f"{prefix}_k": int(row["holds"]),
             f"{prefix}_p": row["sign p"], f"{prefix}_gm": row["ratio"],
