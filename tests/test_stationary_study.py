@@ -5,7 +5,13 @@ import json
 import numpy as np
 import pytest
 
+from iteration_order import Runtime
 from iteration_order.book import stationary as st
+
+
+def _at(folder) -> Runtime:
+    """A CPU runtime caching in ``folder`` (every study runs on a `Runtime`)."""
+    return Runtime(device="cpu", results_dir=folder, progress=False)
 
 SMALL = dict(chains=20, steps=24, early_step=2, grid_points=6, trace_chains=2, wrong_scale=1.2,
              alpha=0.05, seed=0, quadratic_h=0.1, quadratic_noise=1.0, quadratic_theta0=3.0,
@@ -22,8 +28,8 @@ def small_study(**changes) -> st.StationaryStudy:
 
 def test_two_runs_give_identical_results_and_the_cache_is_reused(tmp_path, monkeypatch):
     study = small_study()
-    first = st.run_study(study, results=tmp_path / "a")
-    second = st.run_study(study, results=tmp_path / "b")
+    first = st.run_study(study, _at(tmp_path / "a"))
+    second = st.run_study(study, _at(tmp_path / "b"))
 
     def numbers(result):  # everything but the wall time
         return json.dumps({name: {k: v for k, v in r.items() if k != "compute_seconds"}
@@ -34,10 +40,10 @@ def test_two_runs_give_identical_results_and_the_cache_is_reused(tmp_path, monke
     def fail(*_):
         raise AssertionError("recomputed despite the cache")
     monkeypatch.setattr(st, "_run_problem", fail)
-    assert st.run_study(study, results=tmp_path / "a") == first
+    assert st.run_study(study, _at(tmp_path / "a")) == first
     other = dataclasses.replace(study, seed=1)
     with pytest.raises(AssertionError, match="recomputed"):
-        st.run_study(other, results=tmp_path / "a")
+        st.run_study(other, _at(tmp_path / "a"))
 
 
 def test_record_grid_is_sorted_and_leaves_room_for_the_next_step():
@@ -75,7 +81,7 @@ def test_replicate_seeds_are_deterministic_distinct_and_new():
 def replicated(tmp_path_factory):
     study = small_study()
     folder = tmp_path_factory.mktemp("replicates")
-    return study, folder, st.run_replicates(study, 3, chains=25, results=folder)
+    return study, folder, st.run_replicates(study, 3, chains=25, runtime=_at(folder))
 
 
 def test_a_replicate_is_the_main_comparison_rerun_with_its_own_seed(replicated):
@@ -83,7 +89,7 @@ def test_a_replicate_is_the_main_comparison_rerun_with_its_own_seed(replicated):
     assert replicates["seeds"] == st.replicate_seeds(study.seed, 3) and replicates["chains"] == 25
     for r in (0, 2):
         main = st.run_study(dataclasses.replace(study, seed=replicates["seeds"][r], chains=25),
-                            results=folder)
+                            _at(folder))
         for name in st.PROBLEMS:
             expected = next(t for t in main[name]["tests"] if t["key"] == "main")
             got = replicates["problems"][name]["tests"][r]
@@ -106,9 +112,9 @@ def test_replicates_draw_new_maps_and_chains_and_are_cached(replicated, monkeypa
     def fail(*_):
         raise AssertionError("recomputed despite the cache")
     monkeypatch.setattr(st, "final_samples", fail)
-    assert st.run_replicates(study, 3, chains=25, results=folder) == replicates
+    assert st.run_replicates(study, 3, chains=25, runtime=_at(folder)) == replicates
     with pytest.raises(AssertionError, match="recomputed"):
-        st.run_replicates(study, 4, chains=25, results=folder)
+        st.run_replicates(study, 4, chains=25, runtime=_at(folder))
 
 
 def test_replicate_table_counts_rejections_and_their_binomial_tail():
@@ -140,7 +146,7 @@ def test_every_glue_key_of_the_conclusion_and_the_template_is_computed(replicate
 
     from iteration_order.book.registry import ROOT, load_pages
     study, folder, replicates = replicated
-    results = st.run_study(study, results=folder)
+    results = st.run_study(study, _at(folder))
     numbers = st.page_numbers(study, results, replicates)
     assert numbers["replicates"] == 3 and numbers["rep_tests"] == 9
     assert numbers["network_rep_rejections"] == sum(

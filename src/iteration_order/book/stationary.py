@@ -28,12 +28,12 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from ..cache import (DEFAULT_RESULTS, InvalidResult, cached, code_fingerprint, config_hash,
-                     jsonable, nan_for_null)
+from ..cache import InvalidResult, cached, code_fingerprint, config_hash, jsonable, nan_for_null
+from ..devices import device_type, requested_device, torch_device
 from ..orders import iterates
 from .plots import ORDER_COLOURS
 from ..seeding import generator, stream_seed
-from ..trajectory import TRAJECTORY_MODULES
+from ..trajectory import TRAJECTORY_MODULES, Runtime
 from ..validation import check_choice, check_int, check_list, check_number
 from ..stationary import (Draw, _network_contraction, _regression_draw, _TailSpread, affine_chains,
                          fit_rates, ks_summary, network_maps, network_problem, quadratic_draw,
@@ -327,19 +327,25 @@ def _run_problem(name: str, study: StationaryStudy, device) -> dict:
             "exact_sd": np.sqrt(np.diag(cov)).tolist()}
 
 
-def run_study(study: StationaryStudy, device: str = "cpu",
-              results: Path | str | None = None, cache: str | None = None) -> dict:
-    """All three problems, cached in ``<results>/stationary-<hash>-<device>.json``.
+def _stored_at(runtime: Runtime, stem: str) -> tuple[Path, str]:
+    """Where a result named ``stem`` of this runtime's device is cached
+    (``<results_dir>/<stem>-<device type>.json``), and that device (`devices`: ``auto`` made
+    explicit; computing on it is checked only when a result must be computed)."""
+    device = requested_device(runtime.device)
+    return Path(runtime.results_dir) / f"{stem}-{device_type(device)}.json", device
+
+
+def run_study(study: StationaryStudy, runtime: Runtime = Runtime()) -> dict:
+    """All three problems, cached in ``<results_dir>/stationary-<hash>-<device>.json``, on the
+    runtime's device, results folder and cache mode (as every study runs).
 
     Everything in the result is determined by ``study`` except each problem's
     ``compute_seconds`` (wall time of the run that filled the cache). A stored study is used
-    only while valid for this study and code; ``cache`` is the mode (see `cache`; None:
-    ``$ITERATION_ORDER_CACHE``, else use)."""
-    folder = Path(results) if results is not None else DEFAULT_RESULTS
-    path = folder / f"stationary-{config_hash(study)}-{torch.device(device).type}.json"
+    only while valid for this study and code."""
+    path, device = _stored_at(runtime, f"stationary-{config_hash(study)}")
     stored = cached(path, jsonable(study), code_fingerprint(MODULES),
-                    lambda: {"problems": _run_problems(study, device)}, _check_problems, cache,
-                    repr(study))
+                    lambda: {"problems": _run_problems(study, str(torch_device(device)))},
+                    _check_problems, runtime.cache, repr(study))
     # nothing in the problems is None when computed: a null read back is a NaN (strict JSON)
     return nan_for_null(stored["problems"])
 
@@ -399,12 +405,11 @@ def _replicate_base(study: StationaryStudy, chains: int) -> StationaryStudy:
 
 
 def run_replicates(study: StationaryStudy, replicates: int, chains: int | None = None,
-                   device: str = "cpu", results: Path | str | None = None,
-                   cache: str | None = None) -> dict:
+                   runtime: Runtime = Runtime()) -> dict:
     """The main comparison (forward at N against the backward limits, KS per coordinate at level
     alpha / d) on ``replicates`` independent replicates of every problem, each with its own seed
     (`replicate_seeds`) and ``chains`` chains per sample (default: the study's). Cached in
-    ``<results>/stationary-replicates-<hash>-<device>.json``.
+    ``<results_dir>/stationary-replicates-<hash>-<device>.json`` (the runtime's, as `run_study`).
 
     Returned: ``seeds``, ``chains`` and per problem ``tests`` (one `ks_summary` per replicate, in
     the order of the seeds) and ``compute_seconds`` (wall time of the run that filled the cache).
@@ -414,17 +419,17 @@ def run_replicates(study: StationaryStudy, replicates: int, chains: int | None =
     check_int("replicate_chains", chains, MIN_CHAINS)
     base = _replicate_base(study, chains)
     config = {"study": jsonable(study), "replicates": replicates, "chains": chains}
-    folder = Path(results) if results is not None else DEFAULT_RESULTS
-    path = folder / f"stationary-replicates-{config_hash(config)}-{torch.device(device).type}.json"
+    path, device = _stored_at(runtime, f"stationary-replicates-{config_hash(config)}")
 
     def compute() -> dict:
+        here = str(torch_device(device))
         seeds = replicate_seeds(study.seed, replicates)
         problems = {name: {"tests": [], "compute_seconds": 0.0} for name in PROBLEMS}
         for seed in seeds:
             replicate = dataclasses.replace(base, seed=seed)
             for name in PROBLEMS:
                 start = time.perf_counter()
-                forward, backward = final_samples(name, replicate, device)
+                forward, backward = final_samples(name, replicate, here)
                 problems[name]["tests"].append(ks_summary(
                     f"replicate seed {seed}: forward at n={study.steps} vs backward limits",
                     forward, backward, study.alpha))
@@ -440,7 +445,7 @@ def run_replicates(study: StationaryStudy, replicates: int, chains: int | None =
         if any(len(p.get("tests", [])) != replicates for p in problems.values()):
             raise InvalidResult(f"does not hold {replicates} replicates of every problem")
 
-    stored = cached(path, config, code_fingerprint(MODULES), compute, check, cache,
+    stored = cached(path, config, code_fingerprint(MODULES), compute, check, runtime.cache,
                     f"{replicates} replicates of {study!r}")
     return {"seeds": stored["seeds"], "chains": stored["chains"],
             "problems": nan_for_null(stored["problems"])}
@@ -758,11 +763,7 @@ def page_setup(values: dict) -> StationaryPage:
                           values["replicates"], values["replicate_chains"])
 
 
-def page_loads(page: StationaryPage, runtime) -> list:
-    from ..parallel import run_device
-    device = run_device(runtime)
-    return [(repr(page.study), lambda: run_study(page.study, device, runtime.results_dir,
-                                                 runtime.cache)),
+def page_loads(page: StationaryPage, runtime: Runtime) -> list:
+    return [(repr(page.study), lambda: run_study(page.study, runtime)),
             (f"replicates of {page.study!r}", lambda: run_replicates(
-                page.study, page.replicates, page.replicate_chains, device,
-                runtime.results_dir, runtime.cache))]
+                page.study, page.replicates, page.replicate_chains, runtime))]
