@@ -102,3 +102,21 @@ def test_a_merge_key_may_still_be_overridden(tmp_path):
 
 def test_the_committed_registry_passes_the_check():
     assert check_registry() == []
+
+
+def test_an_edited_registry_is_read_again(tmp_path):
+    """A long `book run` reads the registry as each page starts: an edit made meanwhile reaches
+    the pages not yet started (it once reached none, and two seed-count edits were lost)."""
+    import os
+    import time
+
+    from iteration_order.book.registry import REGISTRY, load_pages
+    path = tmp_path / "experiments.yml"
+    text = REGISTRY.read_text()
+    path.write_text(text)
+    first = load_pages(path)["fig04-x2"]["title"]
+    assert load_pages(path) is load_pages(path)  # unchanged file: parsed once
+    path.write_text(text.replace(first, first + " (edited)", 1))
+    stamp = time.time_ns() + 10 ** 9  # a later modification time, whatever the clock's grain
+    os.utime(path, ns=(stamp, stamp))
+    assert load_pages(path)["fig04-x2"]["title"] == first + " (edited)"

@@ -95,8 +95,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-@lru_cache(maxsize=None)
 def _read(path: str) -> dict:
+    """The registry at ``path``, parsed once per version of the file: a long `book run` sees an
+    edit from the next page it starts (each page records the values it ran with)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        raise RegistryError(f"{path}: no such registry file") from None
+    return _parse(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _parse(path: str, mtime_ns: int, size: int) -> dict:
     try:
         with open(path) as fh:
             data = yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
