@@ -250,7 +250,7 @@ def test_departures_name_the_papers_value_only_where_the_paper_states_it():
     for name in ("momentum-x2", "theorem-2-6", "appendix-c-lie-bracket", "sharpness"):
         assert not [l for l in registry.departures(name, "cpu") if "(paper: " in l], name
     lines = registry.departures("fig02-resnet18", "cpu")
-    assert "`eval_test_size` = 200 (the paper gives no value; our `paper` profile uses 0)" in lines
+    assert "`eval_test_size` = 500 (the paper gives no value; our `paper` profile uses 0)" in lines
     assert "`lr`" not in " ".join(lines)  # unchanged values are not departures
 
 

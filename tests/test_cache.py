@@ -371,7 +371,7 @@ def _stationary(folder, mode=None):
         regression_points=16, regression_dim=2, regression_batch=4, regression_h=0.1,
         network_points=16, network_span=2.0, network_teacher=(1.0, 0.5, 1.0), network_noise=0.05,
         network_batch=4, network_h=0.5, network_theta0=(2.0, 0.0, 0.5))
-    result = st.run_study(study, results=folder, cache=mode)
+    result = st.run_study(study, runtime(folder, cache=mode))
     return {**result, "from_cache": None}, next(folder.glob("stationary-*.json"))
 
 
