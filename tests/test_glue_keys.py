@@ -24,7 +24,8 @@ def _glued(path) -> list[str]:
 def _executed_pages() -> list:
     """(page name, notebook) of every executed page, book/paper/ included."""
     found = []
-    for path in sorted(BOOK.rglob("*.ipynb")):
+    # not the runner's .PAGE.running.ipynb of a page being executed
+    for path in sorted(p for p in BOOK.rglob("*.ipynb") if not p.name.startswith(".")):
         meta = json.loads(path.read_text())["metadata"].get("iteration_order", {})
         found.append((meta.get("page", path.stem), path))
     return found

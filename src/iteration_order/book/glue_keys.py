@@ -196,6 +196,7 @@ SUMMARY = Keys(
     alternatives={
         "setting": ("profile_name", "page_links", "pages_n", "min_interval_seeds",
                     "min_tail_steps", "level_pct", "seeds_max", "sign_p_floor",
+                    "alone_level", "sign_p_floor_3", "sign_p_floor_5", "sign_p_floor_20",
                     "comparisons_listed", "comparisons_n", "duplicate_comparisons_n",
                     "duplicate_comparisons_text", "related_comparisons_text", "runs_distinct",
                     "runs_listed", "shared_runs_note"),
@@ -204,7 +205,8 @@ SUMMARY = Keys(
         "claim_total": ("rows_listed", "duplicates", "rows", "testable", "untestable",
                         "untestable_pages", "all_seeds", "all_seeds_pages",
                         "interval_across_one", "some_seeds_pages", "no_seed", "intervals",
-                        "interval_below_one", "interval_above_one", "seeds", "seeds_holding"),
+                        "interval_below_one", "interval_above_one", "seeds", "seeds_holding",
+                        "alone", "alone_pages"),
         "decay_of": ("own", "fwd"),
         "pooled": ("backward", "forward"),
         "pooled_stat": ("pages", "seeds", "above_one", "pages_all_above", "above_110")})
