@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from iteration_order.book.plots import (describe_steps, figure_caption, plot_curves,  # noqa: E402
+from iteration_order.book.plots import (DRAWN_SEEDS, describe_steps, figure_caption, plot_curves,  # noqa: E402
                                         shared_steps)
 
 STEPS = 20
@@ -65,6 +65,19 @@ def test_every_order_is_drawn_at_the_steps_all_orders_recorded():
         assert sorted(line.get_gid() for line in mains) == ["main:backward", "main:forward"]
         for line in mains:
             assert list(line.get_xdata()) == expected
+
+
+def test_a_figure_draws_the_first_seeds_only_and_its_caption_says_so():
+    seeds = list(range(DRAWN_SEEDS + 2))
+    results = results_for({"forward": 1, "backward": 5}, seeds=seeds)
+    fig = plot_curves(results, seeds, ["forward", "backward"])
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert {title.split(":")[0] for title in titles} == {f"seed {s}" for s in seeds[:DRAWN_SEEDS]}
+    caption = figure_caption("Figure 4", results, ["forward", "backward"], "cpu", seeds=seeds)
+    assert f"the first {DRAWN_SEEDS} of the {len(seeds)} seeds are drawn" in caption
+    assert f"use all {len(seeds)}" in caption
+    few = figure_caption("Figure 4", results, ["forward", "backward"], "cpu", seeds=seeds[:2])
+    assert "are drawn" not in few
 
 
 def test_forward_background_is_labelled_faint_and_underneath():

@@ -265,6 +265,24 @@ def test_summary_numbers_count_what_holds_and_what_cannot_be_tested():
     assert numbers["fig02_resnet18_backward_decay_fwd_max"] == 1.0
 
 
+def test_a_page_decides_alone_only_below_the_level_and_in_the_claims_direction():
+    claims, tables = two_pages()
+    numbers = summary_numbers(claims, tables)
+    # 5 of 5 seeds: p = 0.0625, not below 0.05, so no page decides alone
+    assert numbers["alone_level"] == 0.05
+    assert numbers["train_spread_alone"] == 0 and numbers["train_spread_alone_pages"] == "none"
+    assert numbers["sign_p_floor_5"] == pytest.approx(0.0625)
+    assert numbers["sign_p_floor_20"] == pytest.approx(2 * 0.5 ** 20)
+    row = ("fig04-x2", "backward", "train loss fluctuates less (detrended spread)")
+    more = claims.copy()
+    more.loc[row, ["n", "holds", "sign p"]] = [20, 19, 4.0e-5]
+    numbers = summary_numbers(more, tables)
+    assert numbers["train_spread_alone"] == 1 and numbers["train_spread_alone_pages"] == "fig04-x2"
+    # as small a p against the claim (1 of 20 holding) decides nothing for it
+    more.loc[row, ["n", "holds", "sign p"]] = [20, 1, 4.0e-5]
+    assert summary_numbers(more, tables)["train_spread_alone"] == 0
+
+
 def test_page_links_point_at_the_executed_pages_with_their_sizes():
     text = page_links(["fig04-x2", "fig07-fashionmnist"], "smoke")
     lines = text.splitlines()

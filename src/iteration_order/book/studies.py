@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from . import contraction, lie_bracket, order_average, orders, registry, sharpness, stationary, \
-    summary
+from . import contraction, glue_keys, lie_bracket, order_average, orders, registry, sharpness, \
+    stationary, summary
 
 __all__ = ["STUDIES", "CONFIG_CHECKS", "check_registry", "page_setup", "page_loads"]
 
@@ -34,8 +34,9 @@ CONFIG_CHECKS = {"orders": orders.OrdersExperiment.from_parameters}
 
 
 def check_registry(path: Path | None = None) -> list[str]:
-    """`registry.check_registry` with every study's own check of its pages' values."""
-    return registry.check_registry(path, CONFIG_CHECKS)
+    """`registry.check_registry` with every study's own check of its pages' values, and every
+    glue key the prose quotes that its page's template does not declare (`glue_keys`)."""
+    return registry.check_registry(path, CONFIG_CHECKS) + glue_keys.registry_problems(path)
 
 
 def _study(template: str) -> ModuleType:

@@ -263,6 +263,13 @@ def page_key(name: str) -> str:
     return name.replace("-", "_")
 
 
+# a page decides for a claim alone when it holds on most of its seeds and its two-sided sign test
+# is below this level; the floor 2·0.5ⁿ is quoted for these seed counts (3 and 5: the pages' usual
+# counts; 20: where the first goes below 0.001)
+ALONE_LEVEL = 0.05
+SIGN_FLOOR_SEEDS = (3, 5, 20)
+
+
 def summary_numbers(claims: pd.DataFrame, tables: dict, level: float = 0.95) -> dict:
     """Every number (and list of pages) the summary page's prose quotes, by glue key.
 
@@ -307,6 +314,9 @@ def _setting_numbers(claims: pd.DataFrame, tables: dict, level: float) -> dict:
     seeds_max = int(claims["n"].max()) if len(claims) else 0
     numbers["seeds_max"] = seeds_max
     numbers["sign_p_floor"] = smallest_sign_p(seeds_max)
+    numbers["alone_level"] = ALONE_LEVEL
+    for n in SIGN_FLOOR_SEEDS:
+        numbers[f"sign_p_floor_{n}"] = smallest_sign_p(n)
     for n in (2, 3, 5):
         numbers[f"t_quantile_{n}"] = t_quantile(n, level)
     return numbers
@@ -368,6 +378,11 @@ def _claim_numbers(claims: pd.DataFrame) -> dict:
             f"{short}_interval_above_one": int((with_interval["low"] > 1).sum()),
             f"{short}_seeds": int(testable["n"].sum()),
             f"{short}_seeds_holding": int(testable["holds"].sum())})
+        # where a page's own seeds decide for the claim, by its sign test alone
+        alone = testable[(2 * testable["holds"] > testable["n"])
+                         & (testable["sign p"].astype(float) < ALONE_LEVEL)]
+        numbers[f"{short}_alone"] = len(alone)
+        numbers[f"{short}_alone_pages"] = _names(alone.index)
     return numbers
 
 
