@@ -33,7 +33,7 @@ from pathlib import Path
 import nbformat
 
 from ..cache import CACHE_ENV, RESULTS_ENV
-from ..devices import DEVICE_ENV, computable_here
+from ..devices import DEVICE_ENV, check_device, computable_here
 from ..parallel import EXECUTOR_ENV, SHARDS_ENV, executor_choice, shard_count
 from ..cost import format_seconds
 from ..trajectory import CONV_FIELDS, MLP_FIELDS
@@ -57,7 +57,6 @@ PAPER_DIR = "paper"
 # The device each profile's runs are on unless --device says otherwise (None: auto, CUDA when
 # present): the paper profile is for a GPU, and renders elsewhere from the GPU's results.
 PROFILE_DEVICE = {"paper": "cuda"}
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def page_path(name: str, profile: str) -> Path:
@@ -428,9 +427,8 @@ def _run_settings(profile: str, executor: str | None, shards: int | None,
     """The environment the page kernels get (checked here, before anything runs) and the device
     the pages render from when it is not here (None when they compute where needed)."""
     settings = {EXECUTOR_ENV: executor_choice(executor), SHARDS_ENV: str(shard_count(shards))}
-    device = device or PROFILE_DEVICE.get(profile, "auto")
-    if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    # the resolver's forms (auto, cpu, cuda, cuda:N), checked by the resolver's own check
+    device = check_device("device", device or PROFILE_DEVICE.get(profile, "auto"))
     if device == "auto":
         return settings, None
     settings[DEVICE_ENV] = device
