@@ -63,13 +63,41 @@ def test_up_to_date_pages_are_skipped(tmp_path, monkeypatch):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("print(1)")]
     runner._decorate(nb, "theory", "smoke", parameters("theory", "smoke"), wall=6.0, day="2026-01-01")
-    nb.cells[-1].source = "## What our run shows\n\nan outdated conclusion"
+    nb.cells[0].source = "# An outdated title\n\nand header"
     nbformat.write(nb, tmp_path / "theory.ipynb")
     assert runner.execute_page("theory", "smoke", jobs=1) is False
     assert "up to date" in (tmp_path / "logs" / "book-smoke.log").read_text()
     refreshed = nbformat.read(tmp_path / "theory.ipynb", as_version=4)
-    assert "outdated" not in refreshed.cells[-1].source  # the prose follows registry.yml
+    assert "outdated" not in refreshed.cells[0].source  # the header follows experiments.yml
     assert "2026-01-01" in refreshed.cells[0].source and len(refreshed.cells) == 3
+
+
+def test_a_changed_conclusion_re_executes_the_page(tmp_path, monkeypatch):
+    """A code cell shows the conclusion with its numbers (`display.show_conclusion`) and the book
+    check compares that output, so new conclusion prose needs a run, not a markdown rewrite."""
+    import papermill
+
+    monkeypatch.setattr(runner, "BOOK", tmp_path)
+    monkeypatch.setattr(runner, "LOGS", tmp_path / "logs")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(1)")]
+    runner._decorate(nb, "theory", "smoke", parameters("theory", "smoke"), wall=6.0, day="2026-01-01")
+    nb.cells[-1].source = "## What our run shows\n\nan outdated conclusion"
+    nbformat.write(nb, tmp_path / "theory.ipynb")
+    before = (tmp_path / "theory.ipynb").read_text()
+    assert runner._refresh_prose(tmp_path / "theory.ipynb", "theory", "smoke") is False
+    assert (tmp_path / "theory.ipynb").read_text() == before  # left for a run
+
+    class Executed(Exception):
+        pass
+
+    def execute(*args, **kwargs):
+        raise Executed
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    with pytest.raises(Executed):
+        runner.execute_page("theory", "smoke", jobs=1)
+    assert "conclusion changed" in (tmp_path / "logs" / "book-smoke.log").read_text()
 
 
 def test_decoration_adds_header_and_conclusion_and_hides_parameters():

@@ -75,6 +75,15 @@ def _stale(path, tmp_path):
     _edit(path, lambda r: r.update(code_fingerprint="0123456789abcdef"))
 
 
+def _before_a_field_existed(path, tmp_path):
+    """Written by older code whose config had no ``init`` field: both the config and the code
+    differ, and the warning names both (not only the missing field)."""
+    def older(r):
+        del r["config"]["init"]
+        r["code_fingerprint"] = "0123456789abcdef"
+    _edit(path, older)
+
+
 def _extra_element(path, tmp_path):
     _edit(path, lambda r: r["train_loss"].append(0.5))
 
@@ -158,6 +167,9 @@ def _boolean_steps(path, tmp_path):
     (_list, "holds a JSON list, not an object"),
     (_foreign, "holds the result of another config (seed: 1 stored, 0 wanted)"),
     (_stale, "was computed by other code (fingerprint '0123456789abcdef'"),
+    (_before_a_field_existed, "holds the result of another config (init: not stored, 'torch' "
+                              "wanted) and was computed by other code (fingerprint "
+                              "'0123456789abcdef'"),
     (_extra_element, "has 5 entries in 'train_loss' for 4 recorded steps"),
     (_missing_element, "has 3 entries in 'displacement' for 4 recorded steps"),
     (_steps_of_another_plan, "records other steps than the 4 steps the config plans (step 3 "

@@ -152,8 +152,10 @@ def test_the_runners_settings_are_checked_before_anything_runs(book, monkeypatch
         runner.run_pages("paper", only=["tiny"], shards=0)
     with pytest.raises(ValueError, match="unknown executor 'slurm'; allowed: local, ray"):
         runner.run_pages("paper", only=["tiny"], executor="slurm")
-    with pytest.raises(ValueError, match="unknown device 'gpu'; allowed: auto, cpu, cuda"):
+    with pytest.raises(ValueError, match=r"device must be one of auto, cpu, cuda, cuda:N; got 'gpu'"):
         runner.run_pages("paper", only=["tiny"], device="gpu")
+    # the resolver's forms, all of them: a second GPU is named as the resolver names it
+    assert runner._run_settings("cpu", None, None, "cuda:1")[0][DEVICE_ENV] == "cuda:1"
     monkeypatch.setenv("ITERATION_ORDER_CACHE", "refresh")
     with pytest.raises(ValueError, match="can only be rendered from stored results"):
         runner.run_pages("paper", only=["tiny"])

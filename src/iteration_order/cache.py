@@ -336,8 +336,11 @@ def _finite_float(token: str) -> float:
 def _differing(stored: Any, wanted: Any) -> str:
     if isinstance(stored, dict) and isinstance(wanted, dict):
         keys = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
-        return ", ".join(f"{k}: {stored.get(k)!r} stored, {wanted.get(k)!r} wanted"
-                         for k in keys[:4]) + (" ..." if len(keys) > 4 else "")
+
+        def one(k) -> str:  # a key the file lacks: it was written before that field existed
+            held = f"{stored[k]!r} stored" if k in stored else "not stored"
+            return f"{k}: {held}, {wanted[k]!r} wanted" if k in wanted else f"{k}: {held}, not wanted"
+        return ", ".join(one(k) for k in keys[:4]) + (" ..." if len(keys) > 4 else "")
     return f"{stored!r} stored"
 
 
@@ -410,12 +413,17 @@ def _checked(path: Path, result: dict, config: Any, fingerprint: str,
                             f"result)")
     if result["format"] != FORMAT:
         raise InvalidResult(f"has format {result['format']!r}; this code reads {FORMAT}")
+    # both reasons when both hold: a field added to the config also changes the code, and naming
+    # only the config would hide that the code changed too
+    reasons = []
     if result["config"] != config:
-        raise InvalidResult(f"holds the result of another config "
-                            f"({_differing(result['config'], config)})")
+        reasons.append(f"holds the result of another config "
+                       f"({_differing(result['config'], config)})")
     if result["code_fingerprint"] != fingerprint:
-        raise InvalidResult(f"was computed by other code (fingerprint "
-                            f"{result['code_fingerprint']!r}, current code {fingerprint!r})")
+        reasons.append(f"was computed by other code (fingerprint "
+                       f"{result['code_fingerprint']!r}, current code {fingerprint!r})")
+    if reasons:
+        raise InvalidResult(" and ".join(reasons))
     named = _DEVICE_IN_NAME.search(path.name)
     runtime = result.get("runtime")
     recorded = runtime.get("device") if isinstance(runtime, dict) else None

@@ -14,7 +14,7 @@ import os
 from ..parallel import (ALLOW_LONG_ENV, EXECUTOR_ENV, EXECUTORS, LONG_RUN_HOURS, SHARDS_ENV,
                         run_device)
 from ..trajectory import Runtime
-from ..devices import check_device
+from ..devices import DEVICE_FORMS, check_device
 from . import runner
 from .registry import (PROFILES, RegistryError, default_profile, load_pages,
                        use_default_data_root)
@@ -44,9 +44,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--shards", type=int, default=None, metavar="K",
                      help=f"cut each backward-type run into K shards of about equal cost "
                           f"(default: ${SHARDS_ENV}, else 1)")
-    run.add_argument("--device", choices=runner.DEVICES, default=None,
-                     help="the device of the pages' runs (default: cuda at the paper profile, "
-                          "else auto); without CUDA, cuda pages render from results/*-cuda.json")
+    run.add_argument("--device", default=None, metavar="DEVICE",
+                     help=f"the device of the pages' runs, one of {DEVICE_FORMS} (default: cuda "
+                          f"at the paper profile, else auto); without CUDA, cuda pages render "
+                          f"from results/*-cuda.json")
     run.add_argument("--allow-long", action="store_true",
                      help=f"consent to runs estimated above {LONG_RUN_HOURS:g} h of wall time "
                           f"(sets ${ALLOW_LONG_ENV}=1 for the page kernels; refused otherwise)")

@@ -33,7 +33,7 @@ from pathlib import Path
 import nbformat
 
 from ..cache import CACHE_ENV, RESULTS_ENV
-from ..devices import DEVICE_ENV, computable_here
+from ..devices import DEVICE_ENV, check_device, computable_here
 from ..parallel import EXECUTOR_ENV, SHARDS_ENV, executor_choice, shard_count
 from ..cost import format_seconds
 from ..trajectory import CONV_FIELDS, MLP_FIELDS
@@ -57,7 +57,6 @@ PAPER_DIR = "paper"
 # The device each profile's runs are on unless --device says otherwise (None: auto, CUDA when
 # present): the paper profile is for a GPU, and renders elsewhere from the GPU's results.
 PROFILE_DEVICE = {"paper": "cuda"}
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def page_path(name: str, profile: str) -> Path:
@@ -263,8 +262,21 @@ def _decorate(nb, name: str, profile: str, params: dict, wall: float, day: str |
         nb.metadata["iteration_order"]["rendered_from"] = rendered_from
 
 
-def _refresh_prose(path: Path, name: str, profile: str) -> None:
-    """Re-apply header and conclusion to an up-to-date page (the prose may have changed)."""
+def _conclusion_changed(path: Path, name: str, profile: str) -> bool:
+    """Whether the registry's conclusion for this page and profile differs from the one the
+    executed page holds."""
+    nb = nbformat.read(path, as_version=4)
+    stored = [c.source for c in nb.cells if "page-conclusion" in c.metadata.get("tags", [])]
+    return stored != [_conclusion(name, profile)]
+
+
+def _refresh_prose(path: Path, name: str, profile: str) -> bool:
+    """Re-apply the header to an up-to-date page (the registry's title, claim, notes or the
+    sibling link may have changed). A changed conclusion is left for `execute_page`, which
+    re-executes the page: a code cell shows it with its numbers, so only a run updates both.
+    Returns whether the page was refreshed."""
+    if _conclusion_changed(path, name, profile):
+        return False
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata["iteration_order"]
     before = nbformat.writes(nb)
@@ -274,6 +286,7 @@ def _refresh_prose(path: Path, name: str, profile: str) -> None:
         tmp = path.with_name(f".{path.name}.prose")
         nbformat.write(nb, tmp)
         os.replace(tmp, path)
+    return True
 
 
 def _log(message: str, profile: str) -> None:
@@ -316,9 +329,13 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False,
     out = page_path(name, profile)
     current = fingerprint(name, profile)
     if not force and _executed_fingerprint(out) == current:
-        _refresh_prose(out, name, profile)
-        _log(f"{name}: up to date at profile {profile}, skipped (prose refreshed)", profile)
-        return False
+        if not _conclusion_changed(out, name, profile):
+            _refresh_prose(out, name, profile)
+            _log(f"{name}: up to date at profile {profile}, skipped (prose refreshed)", profile)
+            return False
+        # a code cell shows the conclusion with its numbers (display.show_conclusion), and the
+        # book check compares that output: rewriting the markdown alone would leave it stale
+        _log(f"{name}: its conclusion changed in experiments.yml; re-executing", profile)
     check_overwrite(name, profile, force)
     params = checked_parameters(name, profile)
     _log(f"{name}: executing at profile {profile} with {jobs} job(s)"
@@ -344,7 +361,9 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False,
         tmp.unlink(missing_ok=True)
     sibling = _sibling(name, profile)
     if _executed_profile(sibling):  # its header links this page now
-        _refresh_prose(sibling, name, _executed_profile(sibling))
+        if not _refresh_prose(sibling, name, _executed_profile(sibling)):
+            _log(f"{name}: its page at profile {_executed_profile(sibling)} was not updated: its "
+                 f"conclusion changed in experiments.yml, so it must be executed again", profile)
     _log(f"{name}: done in {wall / 60:.1f} min", profile)
     return True
 
@@ -408,9 +427,8 @@ def _run_settings(profile: str, executor: str | None, shards: int | None,
     """The environment the page kernels get (checked here, before anything runs) and the device
     the pages render from when it is not here (None when they compute where needed)."""
     settings = {EXECUTOR_ENV: executor_choice(executor), SHARDS_ENV: str(shard_count(shards))}
-    device = device or PROFILE_DEVICE.get(profile, "auto")
-    if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    # the resolver's forms (auto, cpu, cuda, cuda:N), checked by the resolver's own check
+    device = check_device("device", device or PROFILE_DEVICE.get(profile, "auto"))
     if device == "auto":
         return settings, None
     settings[DEVICE_ENV] = device
