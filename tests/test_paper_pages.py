@@ -172,3 +172,17 @@ def test_a_page_never_shows_runs_of_two_devices():
     with pytest.raises(MixedDevicesError, match=r"several devices \(cpu, cuda\)"):
         provenance(runs)
     assert "1 computed on cuda with the batched engine" in provenance(runs[1:])
+
+
+def test_a_page_is_checked_against_the_siblings_of_its_own_book(tmp_path):
+    """`verify` re-renders a header's link to the page at the other scale from the book folder
+    that holds the page, not from the repository's book/: a copy checked elsewhere (a test's
+    temporary book) has no sibling there, whatever book/paper/ holds."""
+    assert runner.book_root(tmp_path / "b" / "paper" / "x.ipynb", "paper") == tmp_path / "b"
+    assert runner.book_root(tmp_path / "b" / "x.ipynb", "cpu") == tmp_path / "b"
+    assert runner._sibling("x", "cpu", tmp_path / "b") == tmp_path / "b" / "paper" / "x.ipynb"
+    assert runner._sibling("x", "paper", tmp_path / "b") == tmp_path / "b" / "x.ipynb"
+    assert runner._sibling("x", "cpu") == runner.BOOK / "paper" / "x.ipynb"
+    # a paper page in the repository's book has a cpu sibling there, and none in an empty book
+    assert runner._versions("fig04-x2", "paper")
+    assert runner._versions("fig04-x2", "paper", tmp_path / "empty") == ""

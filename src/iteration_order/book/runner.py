@@ -65,9 +65,17 @@ def page_path(name: str, profile: str) -> Path:
     return BOOK / PAPER_DIR / f"{name}.ipynb" if profile == "paper" else BOOK / f"{name}.ipynb"
 
 
-def _sibling(name: str, profile: str) -> Path:
-    """The same page at the other scale: the cpu (or smoke) page of a paper page, and back."""
-    return page_path(name, "cpu" if profile == "paper" else "paper")
+def _sibling(name: str, profile: str, book: Path | None = None) -> Path:
+    """The same page at the other scale: the cpu (or smoke) page of a paper page, and back, in
+    ``book`` (default: the book's folder `BOOK`)."""
+    other = page_path(name, "cpu" if profile == "paper" else "paper")
+    return other if book is None else book / other.relative_to(BOOK)
+
+
+def book_root(path: Path, profile: str) -> Path:
+    """The book folder holding a page executed at ``profile`` at ``path`` (`page_path` undone),
+    so that a page is checked against its own book's pages, wherever that book is."""
+    return path.parent.parent if profile == "paper" else path.parent
 
 
 def _package_source() -> bytes:
@@ -114,9 +122,10 @@ def _has_figure(nb) -> bool:
                for output in cell.get("outputs", []) for key in output.get("data", {}))
 
 
-def _versions(name: str, profile: str) -> str:
-    """A line linking the page at the other scale, when it exists (relative to this page)."""
-    other = _sibling(name, profile)
+def _versions(name: str, profile: str, book: Path | None = None) -> str:
+    """A line linking the page at the other scale, when it exists in ``book`` (default `BOOK`)
+    (the link is relative to this page)."""
+    other = _sibling(name, profile, book)
     executed = _executed_profile(other)
     if not executed:
         return ""
@@ -143,7 +152,8 @@ def _where(profile: str, wall: float, day: str, rendered_from: str | None) -> st
 
 
 def _header(name: str, profile: str, params: dict, wall: float, day: str,
-            produced_by: bool = False, rendered_from: str | None = None) -> str:
+            produced_by: bool = False, rendered_from: str | None = None,
+            book: Path | None = None) -> str:
     entry = page(name)
     # the template's defaults also enter the run (and its cache name): show them, marked as such
     all_defaults = template_defaults(template_path(name))
@@ -164,7 +174,7 @@ def _header(name: str, profile: str, params: dict, wall: float, day: str,
             f"**The paper's claim** {{cite:p}}`dherin2025training`**.** "
             f"{entry['claim'].strip()}\n\n"
             f"**Profile:** `{profile}`. {_where(profile, wall, day, rendered_from)}\n\n"
-            + produced + _versions(name, profile) + rerun.format(template=template) +
+            + produced + _versions(name, profile, book) + rerun.format(template=template) +
             f"**Departures from the paper at this profile:**\n\n{gap_text}\n\n"
             f"```{{dropdown}} All parameters of this run\n| parameter | value | set by |\n"
             f"|---|---|---|\n"

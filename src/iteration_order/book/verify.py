@@ -189,7 +189,7 @@ def prose_problems(page: ExecutedPage) -> list[str]:
     """Why a page's header or conclusion is not what the runner renders for it now from the
     registry (empty if it is): the claim, title, departures, parameters and conclusion are
     compared word for word, the machine and wall-time sentence aside. Reads only."""
-    from .runner import _conclusion, _glues, _header
+    from .runner import _conclusion, _glues, _header, book_root
 
     where = f"{_shown(page.path)} (profile {page.profile})"
     meta = page.notebook.metadata.get("iteration_order", {})
@@ -198,7 +198,8 @@ def prose_problems(page: ExecutedPage) -> list[str]:
         header = _header(page.name, page.profile, parameters(page.name, page.profile), wall,
                          str(meta.get("executed_on")),
                          produced_by=_glues(page.notebook, "provenance"),
-                         rendered_from=meta.get("rendered_from"))
+                         rendered_from=meta.get("rendered_from"),
+                         book=book_root(page.path, page.profile))  # its sibling, if any, there
         conclusion = _conclusion(page.name, page.profile)
     except (ValueError, TypeError, RegistryError) as err:
         return [f"{where}: its header cannot be rendered from experiments.yml ({err})"]
