@@ -19,6 +19,7 @@ from iteration_order.book import cli, runner
 from iteration_order.book.nbcheck import FIGURE_KEYS, sanitise
 from iteration_order.book.registry import ROOT
 from iteration_order.book.verify import (drift_problems, executed_pages, loaded_results,
+                                          profile_folders,
                                           rerun_command, verify_book)
 from iteration_order.cost import format_seconds
 
@@ -257,13 +258,15 @@ def test_every_committed_result_is_loaded_by_an_executed_page(monkeypatch):
 
     monkeypatch.setattr(builtins, "open", spy)
     monkeypatch.setattr(io, "open", spy)  # what pathlib's read_text and read_bytes call
-    pages, problems = executed_pages(ROOT / "book")
-    assert problems == []
-    for page in pages:
-        for _, load in loaded_results(page, results) or []:
-            load()
-    # the pages in book/ run on the CPU: their results are the -cpu files (a GPU's -cuda files
-    # belong to the paper-profile pages in book/paper/); the benchmark's report is no trajectory
+    for folder in profile_folders(ROOT / "book"):  # book/ and book/paper/
+        pages, problems = executed_pages(folder)
+        assert problems == []
+        for page in pages:
+            for _, load in loaded_results(page, results) or []:
+                load()
+    # the pages computed here ran on the CPU, at the cpu profile in book/ and at the paper
+    # profile in book/paper/ (Figures 4-6): their results are the -cpu files (a GPU's -cuda files
+    # would belong to paper pages rendered from them); the benchmark's report is no trajectory
     stored = {p.resolve() for p in committed_results(results)
               if p.name.endswith("-cpu.json") and "logs" not in p.parts
               and not p.name.startswith("bench-")}
