@@ -15,7 +15,9 @@ from iteration_order.book.registry import ROOT
 from iteration_order.book.verify import (all_executed_pages, drift_problems, prose_problems,
                                           parameters_cell_problems, verify_book)
 
-PAGE = "fig04-x2"  # a committed cpu page
+# a committed cpu page with no paper-profile sibling: a copy of it alone is a whole book (a
+# page with one links to it, and that link is checked against the book the copy is in)
+PAGE = "momentum-x2"
 
 
 def _copy(folder: Path, change=None, name: str = PAGE) -> Path:
@@ -151,3 +153,17 @@ def test_the_machine_and_wall_time_sentence_is_not_compared(tmp_path):
     _copy(book, _edit_tagged("page-header", (" (2 cores)", " (64 cores)")))
     problems, _ = verify_book(book, results_dir=ROOT / "results")
     assert problems == []
+
+
+def test_a_link_to_a_sibling_missing_from_the_book_fails_verify(tmp_path):
+    """fig04-x2's cpu page links to its paper-profile page; copied into a book without that page,
+    the link points nowhere, and verify says the header is not what the registry gives it."""
+    book = tmp_path / "book"
+    _copy(book, name="fig04-x2")
+    problems, _ = verify_book(book, results_dir=ROOT / "results")
+    assert len(problems) == 1 and "its header is not what experiments.yml gives it now" \
+        in problems[0], problems
+    (book / "paper").mkdir()
+    paper = nbformat.read(ROOT / "book" / "paper" / "fig04-x2.ipynb", as_version=4)
+    nbformat.write(paper, book / "paper" / "fig04-x2.ipynb")
+    assert verify_book(book, results_dir=ROOT / "results")[0] == []
