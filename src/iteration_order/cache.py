@@ -339,7 +339,7 @@ def _differing(stored: Any, wanted: Any) -> str:
 
         def one(k) -> str:  # a key the file lacks: it was written before that field existed
             held = f"{stored[k]!r} stored" if k in stored else "not stored"
-            return f"{k}: {held}, {wanted[k]!r} wanted" if k in wanted else f"{k}: {held}, not wanted"
+            return f"{k}: {held}, " + (f"{wanted[k]!r} wanted" if k in wanted else "not wanted")
         return ", ".join(one(k) for k in keys[:4]) + (" ..." if len(keys) > 4 else "")
     return f"{stored!r} stored"
 

@@ -272,10 +272,9 @@ def _decorate(nb, name: str, profile: str, params: dict, wall: float, day: str |
         nb.metadata["iteration_order"]["rendered_from"] = rendered_from
 
 
-def _conclusion_changed(path: Path, name: str, profile: str) -> bool:
+def _conclusion_changed(nb, name: str, profile: str) -> bool:
     """Whether the registry's conclusion for this page and profile differs from the one the
-    executed page holds."""
-    nb = nbformat.read(path, as_version=4)
+    executed notebook ``nb`` holds."""
     stored = [c.source for c in nb.cells if "page-conclusion" in c.metadata.get("tags", [])]
     return stored != [_conclusion(name, profile)]
 
@@ -285,9 +284,9 @@ def _refresh_prose(path: Path, name: str, profile: str) -> bool:
     sibling link may have changed). A changed conclusion is left for `execute_page`, which
     re-executes the page: a code cell shows it with its numbers, so only a run updates both.
     Returns whether the page was refreshed."""
-    if _conclusion_changed(path, name, profile):
-        return False
     nb = nbformat.read(path, as_version=4)
+    if _conclusion_changed(nb, name, profile):
+        return False
     meta = nb.metadata["iteration_order"]
     before = nbformat.writes(nb)
     _decorate(nb, name, profile, parameters(name, profile), meta["wall_seconds"],
@@ -339,8 +338,7 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False,
     out = page_path(name, profile)
     current = fingerprint(name, profile)
     if not force and _executed_fingerprint(out) == current:
-        if not _conclusion_changed(out, name, profile):
-            _refresh_prose(out, name, profile)
+        if _refresh_prose(out, name, profile):
             _log(f"{name}: up to date at profile {profile}, skipped (prose refreshed)", profile)
             return False
         # a code cell shows the conclusion with its numbers (display.show_conclusion), and the
@@ -370,10 +368,10 @@ def execute_page(name: str, profile: str, jobs: int, force: bool = False,
     finally:
         tmp.unlink(missing_ok=True)
     sibling = _sibling(name, profile)
-    if _executed_profile(sibling):  # its header links this page now
-        if not _refresh_prose(sibling, name, _executed_profile(sibling)):
-            _log(f"{name}: its page at profile {_executed_profile(sibling)} was not updated: its "
-                 f"conclusion changed in experiments.yml, so it must be executed again", profile)
+    other = _executed_profile(sibling)
+    if other and not _refresh_prose(sibling, name, other):  # its header links this page now
+        _log(f"{name}: its page at profile {other} was not updated: its conclusion changed in "
+             f"experiments.yml, so it must be executed again", profile)
     _log(f"{name}: done in {wall / 60:.1f} min", profile)
     return True
 
