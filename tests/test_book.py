@@ -1,4 +1,5 @@
 """The book's page registry and runner (no page is executed here: nbval covers the templates)."""
+import json
 import re
 import nbformat
 import pytest
@@ -178,6 +179,25 @@ def test_the_header_shows_template_defaults_as_such():
     mlp = runner._header("fig04-x2", "cpu", parameters("fig04-x2", "cpu"), 60.0, "day")
     assert "| `init` | `\"torch\"` | template default |" in mlp
 
+
+
+def test_the_rerun_box_quotes_only_estimates_of_the_current_parameters(tmp_path, monkeypatch):
+    from iteration_order.book import costs
+    path = tmp_path / "cost-estimates.json"
+    digest = costs.parameters_digest("fig02-resnet18", "cpu")
+    path.write_text(json.dumps({"device": "cpu", "machine": "m", "day": "d", "pages": {
+        "fig02-resnet18": {"cpu": {"seconds": 3600.0, "parameters": digest},
+                           "paper": {"seconds": 7200.0, "parameters": "another design"}}}}))
+    monkeypatch.setattr(costs, "ESTIMATES", path)
+    assert costs.current_estimates("fig02-resnet18") == ({"cpu": 3600.0}, ["paper"])
+    text = runner._rerun_box("fig02-resnet18", "cpu")
+    assert "`cpu` 1:00:00" in text and "2:00:00" not in text
+    assert "The stored estimate of `paper` was priced for other parameters" in text
+    # an estimate stored before estimates named their parameters (a bare number) is not quoted
+    path.write_text(json.dumps({"device": "cpu", "machine": "m", "day": "d",
+                                "pages": {"fig02-resnet18": {"cpu": 3600.0}}}))
+    assert costs.current_estimates("fig02-resnet18") == ({}, ["cpu"])
+    assert "1:00:00" not in runner._rerun_box("fig02-resnet18", "cpu")
 
 # ------------------------------------------------------------------------------------------------
 # Nothing from the registry is executed as code

@@ -11,6 +11,8 @@ fake data of the same shapes, with evaluations priced at the official set sizes.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from .orders import OrdersExperiment
 from .registry import ROOT, load_pages, resolved_parameters
 
 __all__ = ["COVERED_TEMPLATE", "PageCost", "page_costs", "render_costs", "ESTIMATES",
-           "write_estimates", "stored_estimates"]
+           "write_estimates", "stored_estimates", "parameters_digest", "current_estimates"]
 
 # The estimates the page headers quote (`book cost --write`): what a rerun of each figure page
 # costs at each profile, priced once on one machine, so that a header does not change with the
@@ -134,10 +136,12 @@ def write_estimates(device: str = "cpu", path: Path = ESTIMATES) -> Path:
 
     from ..cache import atomic_write_json
 
-    pages: dict[str, dict[str, float]] = {}
+    pages: dict[str, dict[str, dict]] = {}
     for profile in ESTIMATED_PROFILES:
         for cost in page_costs(profile, device)[0]:
-            pages.setdefault(cost.page, {})[profile] = round(cost.seconds, 1)
+            pages.setdefault(cost.page, {})[profile] = {
+                "seconds": round(cost.seconds, 1),
+                "parameters": parameters_digest(cost.page, profile)}
     machine = f"{platform.machine()} ({os.cpu_count()} cores)" if device == "cpu" else device
     return atomic_write_json(path, {"device": device, "machine": machine,
                                     "day": f"{datetime.now(timezone.utc):%Y-%m-%d}",
@@ -149,3 +153,26 @@ def stored_estimates(path: Path = ESTIMATES) -> dict:
     from ..cache import read_json
 
     return read_json(path) if path.is_file() else {}
+
+
+def parameters_digest(name: str, profile: str) -> str:
+    """Names the parameters a page's estimate was priced for: a header quotes a stored estimate
+    only while the page still has them (a redesigned page is priced again, never misquoted)."""
+    text = json.dumps(resolved_parameters(name, profile), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def current_estimates(name: str, path: Path | None = None) -> tuple[dict[str, float], list[str]]:
+    """The stored seconds of ``name``'s profiles that were priced for the parameters they have
+    now, and the profiles whose stored estimate was not (other parameters, a profile the page no
+    longer has, or an estimate stored before estimates named their parameters)."""
+    priced = stored_estimates(path or ESTIMATES).get("pages", {}).get(name, {})
+    profiles = load_pages()[name].get("profiles", {})
+    current, stale = {}, []
+    for profile, entry in priced.items():
+        if (isinstance(entry, dict) and profile in profiles
+                and entry.get("parameters") == parameters_digest(name, profile)):
+            current[profile] = entry["seconds"]
+        else:
+            stale.append(profile)
+    return current, stale

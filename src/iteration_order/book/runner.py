@@ -184,18 +184,25 @@ def _header(name: str, profile: str, params: dict, wall: float, day: str,
 def _rerun_box(name: str, profile: str) -> str:
     """What a rerun of the page costs at each profile (stored estimates, `book cost --write`),
     then the commands; ``{template}`` is left for the caller."""
-    from .costs import stored_estimates
+    from .costs import current_estimates, stored_estimates
 
     stored = stored_estimates()
-    priced = stored.get("pages", {}).get(name, {})
+    priced, stale = current_estimates(name)
     costs = [f"`{p}` {format_seconds(priced[p])}" for p in PROFILES if p in priced]
     if costs:
         cost = (f"Estimated compute of a rerun from scratch on {stored['machine']}, one core per "
                 f"run (`book cost`, {stored['day']}): {', '.join(costs)}; divide by the jobs you "
                 f"give it. On a GPU: not measured yet (README: the GPU report).")
-    else:
+    elif not stale:
         cost = ("`book cost` prices the figure pages only; this page's own runs are timed in "
                 "its cells.")
+    else:
+        cost = ""
+    if stale:
+        named = ", ".join(f"`{p}`" for p in stale)
+        cost += ((" " if cost else "") + f"The stored estimate of {named} was priced for other "
+                 f"parameters and is not quoted (`python -m iteration_order.book cost --profile "
+                 f"<profile>` prices the page now).")
     profiles = [p for p in ("quick", "cpu", "paper") if p in page(name)["profiles"]]
     about = {"quick": " (about a minute)", "paper": " (the paper's settings)"}
     return (f"**Rerun it.** {cost} With papermill at any profile, "
