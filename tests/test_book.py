@@ -299,7 +299,9 @@ def test_departures_name_the_papers_value_only_where_the_paper_states_it():
         assert not [l for l in registry.departures(name, "cpu") if "(paper: " in l], name
     lines = registry.departures("fig02-resnet18", "cpu")
     assert "`eval_test_size` = 500 (the paper gives no value; our `paper` profile uses 0)" in lines
-    assert "`lr`" not in " ".join(lines)  # unchanged values are not departures
+    assert "`lr` = 0.1 (paper: 0.025)" in lines
+    assert "`model`" not in " ".join(lines)  # unchanged values are not departures
+    assert "`seeds`" not in " ".join(lines)
 
 
 def test_how_a_page_runs_is_never_a_departure():
