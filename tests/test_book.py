@@ -180,7 +180,6 @@ def test_the_header_shows_template_defaults_as_such():
     assert "| `init` | `\"torch\"` | template default |" in mlp
 
 
-
 def test_the_rerun_box_quotes_only_estimates_of_the_current_parameters(tmp_path, monkeypatch):
     from iteration_order.book import costs
     path = tmp_path / "cost-estimates.json"
@@ -189,15 +188,18 @@ def test_the_rerun_box_quotes_only_estimates_of_the_current_parameters(tmp_path,
         "fig02-resnet18": {"cpu": {"seconds": 3600.0, "parameters": digest},
                            "paper": {"seconds": 7200.0, "parameters": "another design"}}}}))
     monkeypatch.setattr(costs, "ESTIMATES", path)
-    assert costs.current_estimates("fig02-resnet18") == ({"cpu": 3600.0}, ["paper"])
+    stored = costs.stored_estimates()
+    assert costs.current_estimates("fig02-resnet18", stored) == ({"cpu": 3600.0}, ["paper"])
     text = runner._rerun_box("fig02-resnet18", "cpu")
     assert "`cpu` 1:00:00" in text and "2:00:00" not in text
+    assert "from scratch on m, " in text  # the machine of the same file, read once
     assert "The stored estimate of `paper` was priced for other parameters" in text
     # an estimate stored before estimates named their parameters (a bare number) is not quoted
     path.write_text(json.dumps({"device": "cpu", "machine": "m", "day": "d",
                                 "pages": {"fig02-resnet18": {"cpu": 3600.0}}}))
-    assert costs.current_estimates("fig02-resnet18") == ({}, ["cpu"])
+    assert costs.current_estimates("fig02-resnet18", costs.stored_estimates()) == ({}, ["cpu"])
     assert "1:00:00" not in runner._rerun_box("fig02-resnet18", "cpu")
+
 
 # ------------------------------------------------------------------------------------------------
 # Nothing from the registry is executed as code

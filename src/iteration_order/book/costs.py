@@ -148,10 +148,11 @@ def write_estimates(device: str = "cpu", path: Path = ESTIMATES) -> Path:
                                     "pages": pages})
 
 
-def stored_estimates(path: Path = ESTIMATES) -> dict:
+def stored_estimates(path: Path | None = None) -> dict:
     """What `write_estimates` stored (empty without a file)."""
     from ..cache import read_json
 
+    path = path or ESTIMATES
     return read_json(path) if path.is_file() else {}
 
 
@@ -162,11 +163,12 @@ def parameters_digest(name: str, profile: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def current_estimates(name: str, path: Path | None = None) -> tuple[dict[str, float], list[str]]:
-    """The stored seconds of ``name``'s profiles that were priced for the parameters they have
-    now, and the profiles whose stored estimate was not (other parameters, a profile the page no
-    longer has, or an estimate stored before estimates named their parameters)."""
-    priced = stored_estimates(path or ESTIMATES).get("pages", {}).get(name, {})
+def current_estimates(name: str, stored: dict) -> tuple[dict[str, float], list[str]]:
+    """Of what `stored_estimates` read, the seconds of ``name``'s profiles that were priced for
+    the parameters they have now, and the profiles whose stored estimate was not (other
+    parameters, a profile the page no longer has, or an estimate stored before estimates named
+    their parameters)."""
+    priced = stored.get("pages", {}).get(name, {})
     profiles = load_pages()[name].get("profiles", {})
     current, stale = {}, []
     for profile, entry in priced.items():

@@ -187,22 +187,22 @@ def _rerun_box(name: str, profile: str) -> str:
     from .costs import current_estimates, stored_estimates
 
     stored = stored_estimates()
-    priced, stale = current_estimates(name)
+    priced, stale = current_estimates(name, stored)
     costs = [f"`{p}` {format_seconds(priced[p])}" for p in PROFILES if p in priced]
+    sentences = []
     if costs:
-        cost = (f"Estimated compute of a rerun from scratch on {stored['machine']}, one core per "
-                f"run (`book cost`, {stored['day']}): {', '.join(costs)}; divide by the jobs you "
-                f"give it. On a GPU: not measured yet (README: the GPU report).")
-    elif not stale:
-        cost = ("`book cost` prices the figure pages only; this page's own runs are timed in "
-                "its cells.")
-    else:
-        cost = ""
+        sentences.append(f"Estimated compute of a rerun from scratch on {stored['machine']}, one "
+                         f"core per run (`book cost`, {stored['day']}): {', '.join(costs)}; divide "
+                         f"by the jobs you give it. On a GPU: not measured yet (README: the GPU "
+                         f"report).")
     if stale:
-        named = ", ".join(f"`{p}`" for p in stale)
-        cost += ((" " if cost else "") + f"The stored estimate of {named} was priced for other "
-                 f"parameters and is not quoted (`python -m iteration_order.book cost --profile "
-                 f"<profile>` prices the page now).")
+        sentences.append(f"The stored estimate of {', '.join(f'`{p}`' for p in stale)} was "
+                         f"priced for other parameters and is not quoted (`python -m "
+                         f"iteration_order.book cost --profile <profile>` prices the page now).")
+    if not sentences:
+        sentences.append("`book cost` prices the figure pages only; this page's own runs are "
+                         "timed in its cells.")
+    cost = " ".join(sentences)
     profiles = [p for p in ("quick", "cpu", "paper") if p in page(name)["profiles"]]
     about = {"quick": " (about a minute)", "paper": " (the paper's settings)"}
     return (f"**Rerun it.** {cost} With papermill at any profile, "
